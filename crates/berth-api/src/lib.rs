@@ -1,0 +1,9 @@
+//! The API model of berth: which resources exist ([`registry`]), their OpenAPI schema
+//! ([`openapi`]), defaulting ([`defaults`]), validation ([`validation`]) and server-side
+//! `Table` columns ([`table`]). Pure functions over `serde_json::Value`; no IO.
+
+pub mod defaults;
+pub mod openapi;
+pub mod registry;
+pub mod table;
+pub mod validation;
