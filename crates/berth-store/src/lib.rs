@@ -6,8 +6,15 @@
 
 pub mod memory;
 pub mod sqlite;
+mod watch;
+
+#[cfg(test)]
+mod tests;
 
 use futures::stream::BoxStream;
+
+pub use memory::{MemoryOptions, MemoryStore};
+pub use sqlite::{SqliteOptions, SqliteStats, SqliteStore};
 
 /// A global, strictly increasing revision number. `0` means "no revision".
 pub type Revision = i64;
@@ -149,4 +156,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets the history at and before `revision` (current values stay).
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
+}
+
+/// The smallest byte string greater than every key starting with `prefix`.
+///
+/// Keys are UTF-8, whose bytes never reach `0xFF`, so incrementing the last byte cannot
+/// overflow and `[0xFF]` bounds every key (the empty prefix).
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    match end.last_mut() {
+        Some(last) => *last = last.saturating_add(1),
+        None => end.push(0xFF),
+    }
+    end
 }
