@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
 
-use crate::watch::{self, Batch, EventSource};
+use crate::watch::{self, Batch, EventSource, History};
 use crate::{Event, KeyValue, ListOptions, ListResult, Revision, Store, StoreError, WatchStream};
 
 /// Options of a [`MemoryStore`].
@@ -123,7 +123,8 @@ impl EventSource for Inner {
         &self,
         prefix: &str,
         after: Revision,
-    ) -> Result<(Vec<Event>, Revision), StoreError> {
+        limit: usize,
+    ) -> Result<History, StoreError> {
         let state = self.lock();
         if after < state.compacted {
             return Err(StoreError::Compacted {
@@ -131,13 +132,23 @@ impl EventSource for Inner {
                 compacted: state.compacted,
             });
         }
+        // History revisions are consecutive, so the first one after `after` is at a known index.
+        let skip = state
+            .history
+            .front()
+            .map_or(0, |first| (after + 1 - first.revision()).max(0));
         let events = state
             .history
             .iter()
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
             .filter(|e| e.revision() > after && e.key().starts_with(prefix))
+            .take(limit)
             .cloned()
             .collect();
-        Ok((events, state.revision))
+        Ok(History {
+            events,
+            revision: state.revision,
+        })
     }
 
     async fn revision(&self) -> Result<Revision, StoreError> {

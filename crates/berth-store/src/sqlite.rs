@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction};
 use tokio::sync::{broadcast, oneshot, Semaphore};
 
-use crate::watch::{self, Batch, EventSource};
+use crate::watch::{self, Batch, EventSource, History};
 use crate::{
     prefix_end, Event, KeyValue, ListOptions, ListResult, Revision, Store, StoreError, WatchStream,
 };
@@ -152,6 +152,11 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0), ('compacted', 0);
 ";
 
+/// How long a write waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a checkpoint waits for readers; writers are queued behind it.
+const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+
 const OP_PUT: i64 = 0;
 const OP_DELETE: i64 = 1;
 
@@ -253,11 +258,12 @@ fn open_writer(path: &Path, opts: &SqliteOptions) -> Result<Connection, StoreErr
     }
     conn.execute_batch(&format!(
         "PRAGMA synchronous = FULL;
-         PRAGMA busy_timeout = 5000;
          PRAGMA journal_size_limit = {};",
         opts.wal_size_limit.max(0)
     ))
     .map_err(backend("configure the database"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(backend("configure the database"))?;
     conn.execute_batch(SCHEMA)
         .map_err(backend("create the schema"))?;
     Ok(conn)
@@ -301,7 +307,7 @@ impl ReadPool {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(backend("open a read connection"))?;
-        conn.busy_timeout(Duration::from_secs(5))
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(backend("configure a read connection"))?;
         Ok(conn)
     }
@@ -413,9 +419,11 @@ impl EventSource for Inner {
         &self,
         prefix: &str,
         after: Revision,
-    ) -> Result<(Vec<Event>, Revision), StoreError> {
+        limit: usize,
+    ) -> Result<History, StoreError> {
         let lo = prefix.as_bytes().to_vec();
         let hi = prefix_end(prefix);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |tx| {
             let revision = meta(tx, "revision")?;
             let compacted = meta(tx, "compacted")?;
@@ -428,14 +436,14 @@ impl EventSource for Inner {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT rev, key, op, value, create_rev, prev_value, prev_mod_rev FROM log
-                     WHERE rev > ?1 AND key >= ?2 AND key < ?3 ORDER BY rev",
+                     WHERE rev > ?1 AND key >= ?2 AND key < ?3 ORDER BY rev LIMIT ?4",
                 )
                 .map_err(backend("read the history"))?;
             let events = stmt
-                .query_map(params![after, lo, hi], event_from_row)
+                .query_map(params![after, lo, hi, limit], event_from_row)
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(backend("read the history"))?;
-            Ok((events, revision))
+            Ok(History { events, revision })
         })
         .await
     }
@@ -754,11 +762,23 @@ impl Writer {
         self.conn
             .execute_batch("PRAGMA incremental_vacuum;")
             .map_err(backend("vacuum free pages"))?;
-        // Busy (a reader still uses old WAL frames) is not an error: the next tick retries.
-        let _busy: i64 = self
+        // A TRUNCATE checkpoint waits for readers of old WAL frames; writes queue meanwhile,
+        // so wait briefly only. Busy is not an error: the next tick retries.
+        self.conn
+            .busy_timeout(CHECKPOINT_BUSY_TIMEOUT)
+            .map_err(backend("configure the checkpoint"))?;
+        let checkpoint = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-            .map_err(backend("checkpoint the WAL"))?;
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(backend("checkpoint the WAL"));
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(backend("configure the database"))?;
+        if checkpoint? != 0 {
+            tracing::debug!("WAL checkpoint was busy, retrying at the next compaction tick");
+        }
         self.writes_since_checkpoint = 0;
         Ok(())
     }

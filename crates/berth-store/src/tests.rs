@@ -243,7 +243,8 @@ async fn watch_replay_then_live<S: Store>(s: &S) {
 }
 
 async fn watch_under_concurrency<S: Store + Clone>(s: &S) {
-    let start = s.current_revision().await.unwrap();
+    // Watching after revision 0 would mean "from now on".
+    let start = s.create("/seed", vec![]).await.unwrap().mod_revision;
     // A watcher started mid-stream must see every event after its revision exactly once.
     let mut early = s.watch("/cc/", start).await.unwrap();
     let mut tasks = Vec::new();
@@ -257,8 +258,11 @@ async fn watch_under_concurrency<S: Store + Clone>(s: &S) {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let mid = s.current_revision().await.unwrap();
+    let mut mid = start;
+    while mid == start {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        mid = s.current_revision().await.unwrap();
+    }
     let mut late = s.watch("/cc/", mid).await.unwrap();
     for t in tasks {
         t.await.unwrap();
@@ -359,6 +363,45 @@ async fn cas_race<S: Store + Clone>(s: &S) {
     assert_eq!(s.current_revision().await.unwrap(), kv.mod_revision + 1);
 }
 
+/// A replay longer than one history page arrives whole and in order, then live events follow.
+async fn watch_long_replay<S: Store + Clone>(s: &S) {
+    // Watching after revision 0 would mean "from now on".
+    let start = s.create("/seed", vec![]).await.unwrap().mod_revision;
+    let mut tasks = Vec::new();
+    for t in 0..50 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                // Every fifth key is outside the watched prefix.
+                let prefix = if i % 5 == 0 { "/other" } else { "/long" };
+                s.create(&format!("{prefix}/{t}/{i}"), vec![])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let end = s.current_revision().await.unwrap();
+    assert_eq!(end, start + 2500);
+    let mut w = s.watch("/long/", start).await.unwrap();
+    let live = s.create("/long/live", vec![]).await.unwrap();
+    let mut seen = 0;
+    let mut last = start;
+    loop {
+        let e = next(&mut w).await;
+        assert!(e.key().starts_with("/long/"));
+        assert!(e.revision() > last);
+        last = e.revision();
+        seen += 1;
+        if e.revision() == live.mod_revision {
+            break;
+        }
+    }
+    assert_eq!(seen, 2001);
+}
+
 macro_rules! contract_tests {
     ($($name:ident),* $(,)?) => {
         mod memory_backend {
@@ -392,6 +435,7 @@ contract_tests!(
     list_pagination,
     watch_replay_then_live,
     watch_under_concurrency,
+    watch_long_replay,
     watch_compacted,
     concurrent_writers,
     cas_race,
@@ -400,7 +444,8 @@ contract_tests!(
 /// A watcher that does not read while many batches pass resyncs from history and still sees
 /// every event, in order.
 async fn lagging_watcher_resyncs<S: Store>(s: &S) {
-    let start = s.current_revision().await.unwrap();
+    // Watching after revision 0 would mean "from now on".
+    let start = s.create("/seed", vec![]).await.unwrap().mod_revision;
     let mut w = s.watch("/lag/", start).await.unwrap();
     for i in 0..100 {
         s.create(&format!("/lag/{i}"), vec![]).await.unwrap();
@@ -412,7 +457,8 @@ async fn lagging_watcher_resyncs<S: Store>(s: &S) {
 
 /// A lagging watcher whose history is gone gets `Compacted` as its last item.
 async fn lagging_watcher_compacted<S: Store>(s: &S) {
-    let start = s.current_revision().await.unwrap();
+    // Watching after revision 0 would mean "from now on".
+    let start = s.create("/seed", vec![]).await.unwrap().mod_revision;
     let w = s.watch("/lag/", start).await.unwrap();
     for i in 0..100 {
         s.create(&format!("/lag/{i}"), vec![]).await.unwrap();

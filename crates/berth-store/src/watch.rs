@@ -19,20 +19,41 @@ use crate::{Event, Revision, StoreError, WatchStream};
 /// One committed batch of events, in revision order.
 pub(crate) type Batch = Arc<Vec<Event>>;
 
+/// Most history events read at once, so that replaying a long history stays bounded in memory.
+pub(crate) const HISTORY_PAGE: usize = 1000;
+
+/// One page of history.
+pub(crate) struct History {
+    pub events: Vec<Event>,
+    /// The store revision the page was read at.
+    pub revision: Revision,
+}
+
+impl History {
+    /// The revision a watch has handled after queueing this page, and whether the history is
+    /// exhausted (a full page may have more after it).
+    fn progress(&self, limit: usize, after: Revision) -> (Revision, bool) {
+        match self.events.last() {
+            Some(last) if self.events.len() >= limit => (last.revision(), false),
+            _ => (self.revision.max(after), true),
+        }
+    }
+}
+
 /// What a backend gives the watch machinery.
 #[async_trait::async_trait]
 pub(crate) trait EventSource: Send + Sync + 'static {
     /// A new receiver of live batches; `None` once the store is closed.
     fn subscribe(&self) -> Option<broadcast::Receiver<Batch>>;
 
-    /// Events of keys starting with `prefix` with a revision greater than `after`, in revision
-    /// order, and the revision the history was read at. `Compacted` if `after` is older than
-    /// the compacted revision.
+    /// At most `limit` events of keys starting with `prefix` with a revision greater than
+    /// `after`, in revision order. `Compacted` if `after` is older than the compacted revision.
     async fn history(
         &self,
         prefix: &str,
         after: Revision,
-    ) -> Result<(Vec<Event>, Revision), StoreError>;
+        limit: usize,
+    ) -> Result<History, StoreError>;
 
     /// The newest revision.
     async fn revision(&self) -> Result<Revision, StoreError>;
@@ -45,11 +66,12 @@ pub(crate) async fn watch<S: EventSource>(
     after: Revision,
 ) -> Result<WatchStream, StoreError> {
     let rx = source.subscribe().ok_or(StoreError::Closed)?;
-    let (queue, last) = if after == 0 {
-        (VecDeque::new(), source.revision().await?)
+    let (queue, last, caught_up) = if after == 0 {
+        (VecDeque::new(), source.revision().await?, true)
     } else {
-        let (events, read_at) = source.history(prefix, after).await?;
-        (VecDeque::from(events), read_at.max(after))
+        let page = source.history(prefix, after, HISTORY_PAGE).await?;
+        let (last, caught_up) = page.progress(HISTORY_PAGE, after);
+        (VecDeque::from(page.events), last, caught_up)
     };
     let state = WatchState {
         source: Arc::downgrade(source),
@@ -57,6 +79,7 @@ pub(crate) async fn watch<S: EventSource>(
         rx,
         last,
         queue,
+        caught_up,
         done: false,
     };
     Ok(futures::stream::unfold(state, next_event).boxed())
@@ -70,6 +93,8 @@ struct WatchState<S> {
     /// The highest revision already queued or skipped; later events must be above it.
     last: Revision,
     queue: VecDeque<Event>,
+    /// False while history after `last` remains to be read before live events.
+    caught_up: bool,
     /// Set after a terminal error: the queue drains, then the stream ends.
     done: bool,
 }
@@ -83,6 +108,14 @@ async fn next_event<S: EventSource>(
         }
         if st.done {
             return None;
+        }
+        if !st.caught_up {
+            let source = st.source.upgrade()?;
+            if let Err(err) = read_history(&mut st, source.as_ref()).await {
+                st.done = true;
+                return Some((Err(err), st));
+            }
+            continue;
         }
         match st.rx.recv().await {
             Ok(batch) => {
@@ -108,17 +141,21 @@ async fn next_event<S: EventSource>(
                 let source = st.source.upgrade()?;
                 // Subscribe again before reading history, as when the watch started.
                 st.rx = source.subscribe()?;
-                match source.history(&st.prefix, st.last).await {
-                    Ok((events, read_at)) => {
-                        st.queue.extend(events);
-                        st.last = st.last.max(read_at);
-                    }
-                    Err(err) => {
-                        st.done = true;
-                        return Some((Err(err), st));
-                    }
-                }
+                st.caught_up = false;
             }
         }
     }
+}
+
+/// Queues the next page of history after `st.last`.
+async fn read_history<S: EventSource>(
+    st: &mut WatchState<S>,
+    source: &S,
+) -> Result<(), StoreError> {
+    let page = source.history(&st.prefix, st.last, HISTORY_PAGE).await?;
+    let (last, caught_up) = page.progress(HISTORY_PAGE, st.last);
+    st.queue.extend(page.events);
+    st.last = last;
+    st.caught_up = caught_up;
+    Ok(())
 }
