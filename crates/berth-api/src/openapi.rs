@@ -16,6 +16,7 @@
 mod extensions;
 mod fields;
 mod paths;
+mod proto;
 
 use std::sync::OnceLock;
 
@@ -156,25 +157,39 @@ pub fn definitions() -> &'static Map<String, Value> {
 /// The whole `/openapi/v2` document (Swagger 2.0, JSON), serialized once.
 pub fn v2_json() -> &'static [u8] {
     static V2: OnceLock<Vec<u8>> = OnceLock::new();
-    V2.get_or_init(|| {
-        let doc = json!({
-            "swagger": "2.0",
-            "info": {"title": "Kubernetes", "version": "v1.33.0"},
-            "paths": paths::v2_paths(),
-            "definitions": definitions(),
-            "securityDefinitions": {
-                "BearerToken": {
-                    "description": "Bearer Token authentication",
-                    "type": "apiKey",
-                    "name": "authorization",
-                    "in": "header"
-                }
-            },
-            "security": [{"BearerToken": []}]
-        });
-        serde_json::to_vec(&doc).unwrap_or_default()
+    V2.get_or_init(|| serde_json::to_vec(&v2_document()).unwrap_or_default())
+        .as_slice()
+}
+
+/// The same `/openapi/v2` document as protobuf (gnostic `openapi.v2.Document`), for
+/// requests that accept `application/com.github.proto-openapi.spec.v2@v1.0+protobuf` (or
+/// `...spec.v2.v1.0+protobuf`): client-go's `OpenAPISchema()` (kubectl) only decodes this
+/// form. Serve it with `Content-Type: application/com.github.proto-openapi.spec.v2.v1.0+protobuf`
+/// as upstream does (Go's MIME parser rejects the `@` form). Encoded once.
+pub fn v2_protobuf() -> &'static [u8] {
+    static V2_PB: OnceLock<Vec<u8>> = OnceLock::new();
+    V2_PB
+        .get_or_init(|| proto::document(&v2_document()))
+        .as_slice()
+}
+
+/// The `/openapi/v2` document as a value (built per use; only the bytes are kept).
+fn v2_document() -> Value {
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths::v2_paths(),
+        "definitions": definitions(),
+        "securityDefinitions": {
+            "BearerToken": {
+                "description": "Bearer Token authentication",
+                "type": "apiKey",
+                "name": "authorization",
+                "in": "header"
+            }
+        },
+        "security": [{"BearerToken": []}]
     })
-    .as_slice()
 }
 
 /// One served group-version's OpenAPI v3 document and its hash.

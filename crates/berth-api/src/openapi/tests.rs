@@ -323,3 +323,15 @@ fn hash_is_stable() {
     assert_ne!(hash_hex(b"abc"), hash_hex(b"abd"));
     assert_eq!(hash_hex(b"").len(), 32);
 }
+
+#[test]
+fn v2_protobuf_encodes_document() {
+    let pb = v2_protobuf();
+    // Field 1 (swagger) = "2.0", then field 2 (info).
+    assert_eq!(&pb[..5], &[0x0a, 3, b'2', b'.', b'0']);
+    assert_eq!(pb[5], 0x12);
+    assert!(pb.len() > 100_000);
+    // Extensions travel as YAML text inside Any.
+    let needle = b"x-kubernetes-group-version-kind";
+    assert!(pb.windows(needle.len()).any(|w| w == needle));
+}
