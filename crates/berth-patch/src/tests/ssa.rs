@@ -410,3 +410,29 @@ fn managed_fields_round_trip_through_later_operations() {
     let again = ap(&edited, &config(1, "x:1"), "a", false, T2).expect("re-apply");
     assert_eq!(again["metadata"]["labels"]["team"], "t");
 }
+
+#[test]
+fn multi_conflict_message_groups_by_manager() {
+    let created = upd(&Value::Null, &config(1, "x:1"), "creator", T0, None);
+    let err = ap(&created, &config(2, "x:2"), "a", false, T1).expect_err("conflicts");
+    let ApplyError::Conflicts(cs) = &err else {
+        panic!("expected conflicts, got {err:?}");
+    };
+    assert_eq!(cs.len(), 2);
+    assert_eq!(
+        cs[0].cause_message(),
+        "conflict with \"creator\" using apps/v1"
+    );
+    assert_eq!(
+        err.to_string(),
+        "Apply failed with 2 conflicts: conflicts with \"creator\" using apps/v1:\n- .spec.replicas\n- .spec.template.spec.containers[name=\"app\"].image"
+    );
+    // Forcing takes both fields; the creator keeps the rest.
+    let forced = ap(&created, &config(2, "x:2"), "a", true, T1).expect("force");
+    let creator = fields(&forced, "creator");
+    assert!(
+        !creator.contains("f:replicas") && !creator.contains("f:image"),
+        "{creator}"
+    );
+    assert!(creator.contains("f:labels"), "{creator}");
+}
