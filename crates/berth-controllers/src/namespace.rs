@@ -1,0 +1,109 @@
+//! The namespace controller: empties a Terminating namespace of every namespaced resource,
+//! then removes the `kubernetes` finalizer so the API server deletes the namespace.
+
+use berth_api::registry::RESOURCES;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to {what} in namespace {namespace}: {source}")]
+    Api {
+        what: String,
+        namespace: String,
+        source: kube::Error,
+    },
+    #[error("failed to encode namespace {0}: {1}")]
+    Encode(String, serde_json::Error),
+}
+
+/// The finalizer the namespace controller owns.
+pub const FINALIZER: &str = "kubernetes";
+
+struct Context {
+    client: Client,
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    Controller::new(namespaces, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, Arc::new(Context { client }))
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!("namespace reconcile: {e}");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_ns: Arc<Namespace>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!("{error}");
+    Action::requeue(Duration::from_secs(2))
+}
+
+async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if ns.metadata.deletion_timestamp.is_none() {
+        return Ok(Action::await_change());
+    }
+    let name = ns.name_any();
+    let pending = ns
+        .spec
+        .as_ref()
+        .and_then(|s| s.finalizers.as_ref())
+        .is_some_and(|f| f.iter().any(|x| x == FINALIZER));
+    if !pending {
+        return Ok(Action::await_change());
+    }
+    let api_err = |what: String, namespace: &str| {
+        let namespace = namespace.to_string();
+        move |source| Error::Api {
+            what,
+            namespace,
+            source,
+        }
+    };
+    let mut remaining = 0;
+    for r in RESOURCES.iter().filter(|r| r.namespaced) {
+        let gvk = GroupVersionKind::gvk(r.group, r.version, r.kind);
+        let ar = ApiResource::from_gvk_with_plural(&gvk, r.plural);
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &name, &ar);
+        api.delete_collection(&DeleteParams::background(), &ListParams::default())
+            .await
+            .map_err(api_err(format!("delete {}", r.plural), &name))?;
+        let left = api
+            .list(&ListParams::default().limit(1))
+            .await
+            .map_err(api_err(format!("list {}", r.plural), &name))?;
+        remaining += left.items.len();
+    }
+    if remaining > 0 {
+        // Objects with finalizers or grace periods are still going away.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let mut finalized = (*ns).clone();
+    if let Some(spec) = finalized.spec.as_mut() {
+        if let Some(f) = spec.finalizers.as_mut() {
+            f.retain(|x| x != FINALIZER);
+        }
+    }
+    let body = serde_json::to_vec(&finalized).map_err(|e| Error::Encode(name.clone(), e))?;
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    namespaces
+        .replace_subresource("finalize", &name, &PostParams::default(), body)
+        .await
+        .map_err(api_err("finalize".into(), &name))?;
+    Ok(Action::await_change())
+}
