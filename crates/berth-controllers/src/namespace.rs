@@ -28,6 +28,12 @@ pub enum Error {
 /// The finalizer the namespace controller owns.
 pub const FINALIZER: &str = "kubernetes";
 
+/// How long after a namespace starts terminating its contents are deleted. Clients such as
+/// `kubectl delete -f` delete a namespace and then the objects listed after it; upstream's
+/// controller is slow enough (discovery first) that those deletes find their objects, and
+/// so must ours.
+const CONTENT_DELETION_DELAY: Duration = Duration::from_secs(2);
+
 struct Context {
     client: Client,
 }
@@ -66,6 +72,13 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Erro
         .is_some_and(|f| f.iter().any(|x| x == FINALIZER));
     if !pending {
         return Ok(Action::await_change());
+    }
+    if let Some(since) = ns.metadata.deletion_timestamp.as_ref() {
+        let age = k8s_openapi::chrono::Utc::now().signed_duration_since(since.0);
+        let age = age.to_std().unwrap_or(Duration::ZERO);
+        if age < CONTENT_DELETION_DELAY {
+            return Ok(Action::requeue(CONTENT_DELETION_DELAY - age));
+        }
     }
     let api_err = |what: String, namespace: &str| {
         let namespace = namespace.to_string();

@@ -187,7 +187,7 @@ async fn bad_input_gets_upstream_status() {
         b"{}".to_vec(),
     )
     .await;
-    assert_eq!(r.err().map(|e| e.0), Some(404));
+    assert_eq!(r.clone().err().map(|e| e.0), Some(404), "{r:?}");
     let r = raw(
         &client,
         "PATCH",
@@ -263,17 +263,13 @@ async fn watch_from_compacted_revision_is_gone() {
         .expect("patch");
     }
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let path =
-        format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={first_rv}");
-    let req = http::Request::builder()
-        .uri(path)
-        .body(Vec::new())
-        .expect("request");
-    let status = match client.request_events::<ConfigMap>(req).await {
+    let status = match api.watch(&WatchParams::default(), &first_rv).await {
         Err(kube::Error::Api(e)) => e.code,
-        Ok(mut events) => match events.try_next().await {
+        Ok(events) => match events.boxed().try_next().await {
             Ok(Some(WatchEvent::Error(e))) => e.code,
-            other => panic!("expected 410, got {other:?}"),
+            Ok(_) => panic!("expected 410, got an event"),
+            Err(kube::Error::Api(e)) => e.code,
+            Err(e) => panic!("expected 410, got {e:?}"),
         },
         Err(e) => panic!("unexpected error {e:?}"),
     };

@@ -196,7 +196,9 @@ fn label_annotate_scale_set_image_patch_edit() {
         "-o",
         "jsonpath={.spec.template.spec.containers[0].env[*].name}",
     ]);
-    assert_eq!(env, "GREETING EXTRA");
+    let mut names: Vec<&str> = env.split_whitespace().collect();
+    names.sort();
+    assert_eq!(names, vec!["EXTRA", "GREETING"], "{env}");
     run(&[
         "patch",
         "deploy",
@@ -235,7 +237,7 @@ fn label_annotate_scale_set_image_patch_edit() {
         ],
         None,
     );
-    assert!(bad.contains("Error from server"), "{bad}");
+    assert!(bad.contains("test operation failed"), "{bad}");
     let generation = run(&[
         "get",
         "deploy",

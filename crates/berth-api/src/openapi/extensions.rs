@@ -25,12 +25,35 @@ pub(super) enum Ext {
     MergeKey(&'static str),
     /// `x-kubernetes-map-type`: `atomic` or `granular`.
     MapType(&'static str),
+    /// `default`: the value upstream's schema declares (server-side apply fills list-map
+    /// keys from it, e.g. a port's `protocol`).
+    Default(&'static str),
 }
 
-use Ext::{ListType, MapKeys, MapType, MergeKey, Strategy};
+use Ext::{Default, ListType, MapKeys, MapType, MergeKey, Strategy};
 
 /// `(definition, property, extensions)`; property `""` means the definition itself.
 pub(super) static FIELD_EXTENSIONS: &[(&str, &str, &[Ext])] = &[
+    (
+        "io.k8s.api.core.v1.ContainerPort",
+        "protocol",
+        &[Default("TCP")],
+    ),
+    (
+        "io.k8s.api.core.v1.ServicePort",
+        "protocol",
+        &[Default("TCP")],
+    ),
+    (
+        "io.k8s.api.core.v1.EndpointPort",
+        "protocol",
+        &[Default("TCP")],
+    ),
+    (
+        "io.k8s.api.discovery.v1.EndpointPort",
+        "protocol",
+        &[Default("TCP")],
+    ),
     (
         "io.k8s.api.apps.v1.DaemonSetStatus",
         "conditions",
@@ -1137,6 +1160,7 @@ pub(super) fn apply(defs: &mut Map<String, Value>) {
                 Strategy(v) => ("x-kubernetes-patch-strategy", Value::from(*v)),
                 MergeKey(v) => ("x-kubernetes-patch-merge-key", Value::from(*v)),
                 MapType(v) => ("x-kubernetes-map-type", Value::from(*v)),
+                Default(v) => ("default", Value::from(*v)),
             };
             target.insert(key.into(), value);
         }
