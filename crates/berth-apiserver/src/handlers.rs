@@ -785,6 +785,9 @@ pub fn decode_object(content_type: Option<&str>, body: &[u8]) -> Result<Value, A
             ))
         })?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => parse_yaml_or_json(body)?,
+        berth_proto::MEDIA_TYPE => {
+            berth_proto::decode(body).map_err(|e| ApiError::bad_request(e.to_string()))?
+        }
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !value.is_object() {

@@ -14,6 +14,7 @@ pub mod pki;
 pub mod request;
 pub mod selector;
 pub mod server;
+pub mod service_ips;
 pub mod status;
 pub mod watch;
 
@@ -35,6 +36,8 @@ pub struct Config {
     pub token_auth_file: Option<PathBuf>,
     /// Extra names and addresses for the serving certificate.
     pub tls_san: Vec<String>,
+    /// The CIDR Services get their cluster IPs from.
+    pub service_cidr: service_ips::ServiceCidr,
 }
 
 /// Errors starting the API server.
@@ -97,6 +100,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<ApiServer, S
     .map(|s| s.to_string())
     .collect();
     let mut ips = host_addresses();
+    ips.push(IpAddr::V4(config.service_cidr.first()));
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
         let h = h.trim();
         if !h.is_empty() && !dns.iter().any(|d| d == h) {
@@ -141,7 +145,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<ApiServer, S
         &pki::kubeconfig(&url, &ca.cert_pem, &admin, "admin"),
     )?;
 
-    let objects = objects::Objects::new(store);
+    let objects = objects::Objects::new(store, config.service_cidr);
     objects::bootstrap(&objects)
         .await
         .map_err(StartError::Bootstrap)?;

@@ -3,6 +3,7 @@
 //! generation, graceful pod deletion, namespace termination, finalizers).
 
 use crate::selector::{FieldSelector, LabelSelector};
+use crate::service_ips::ServiceCidr;
 use crate::status::{ApiError, Cause};
 use berth_api::registry::{self, ResourceInfo};
 use berth_store::{ListOptions, Revision, Store, StoreError};
@@ -59,6 +60,8 @@ pub struct ListPage {
 #[derive(Clone)]
 pub struct Objects {
     pub store: Arc<dyn Store>,
+    /// Where Services get their cluster IPs.
+    pub service_cidr: ServiceCidr,
 }
 
 /// Now as upstream formats `metav1.Time`.
@@ -181,8 +184,60 @@ const SYSTEM_FIELDS: &[&str] = &[
 ];
 
 impl Objects {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Objects { store }
+    pub fn new(store: Arc<dyn Store>, service_cidr: ServiceCidr) -> Self {
+        Objects {
+            store,
+            service_cidr,
+        }
+    }
+
+    /// Gives a new Service its cluster IP (upstream's Service REST storage does this).
+    async fn allocate_cluster_ip(
+        &self,
+        obj: &mut Value,
+        dry_run: bool,
+    ) -> Result<Option<String>, ApiError> {
+        let spec = obj.get("spec");
+        let ty = spec
+            .and_then(|s| s.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP");
+        let requested = spec
+            .and_then(|s| s.get("clusterIP"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if ty == "ExternalName" || requested == "None" || dry_run {
+            return Ok(None);
+        }
+        let requested = if requested.is_empty() {
+            None
+        } else {
+            Some(requested.parse().map_err(|_| {
+                ApiError::new(422, "Invalid", format!("spec.clusterIP: Invalid value: \"{requested}\": must be a valid IP address"))
+            })?)
+        };
+        let owner = format!(
+            "{}/{}",
+            meta_str(obj, "namespace").unwrap_or(""),
+            meta_str(obj, "name").unwrap_or("")
+        );
+        let ip = self
+            .service_cidr
+            .allocate(self.store.as_ref(), requested, &owner)
+            .await?
+            .to_string();
+        set_path(obj, &["spec", "clusterIP"], json!(ip));
+        set_path(obj, &["spec", "clusterIPs"], json!([ip]));
+        Ok(Some(ip))
+    }
+
+    /// Frees what a deleted object held (a Service's cluster IP).
+    async fn released(&self, resource: &ResourceInfo, obj: &Value) {
+        if resource.kind == "Service" {
+            if let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str) {
+                self.service_cidr.release(self.store.as_ref(), ip).await;
+            }
+        }
     }
 
     /// Reads one object.
@@ -474,6 +529,11 @@ impl Objects {
         }
         prepare_for_create(resource, &mut obj);
         self.validate(resource, &obj, None)?;
+        let allocated = if resource.kind == "Service" {
+            self.allocate_cluster_ip(&mut obj, opts.dry_run).await?
+        } else {
+            None
+        };
         obj = berth_patch::managed_fields::record_update(
             &Value::Null,
             &obj,
@@ -502,8 +562,15 @@ impl Objects {
                     created: true,
                 })
             }
-            Err(StoreError::AlreadyExists(_)) => Err(ApiError::already_exists(resource, &name)),
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                if let Some(ip) = allocated {
+                    self.service_cidr.release(self.store.as_ref(), &ip).await;
+                }
+                match e {
+                    StoreError::AlreadyExists(_) => Err(ApiError::already_exists(resource, &name)),
+                    e => Err(e.into()),
+                }
+            }
         }
     }
 
@@ -558,6 +625,9 @@ impl Objects {
             None => {
                 let mut new = obj;
                 keep_system_fields(&old, &mut new);
+                if resource.kind == "Service" {
+                    keep_cluster_ip(&old, &mut new);
+                }
                 if resource.subresources.status {
                     match old.get("status") {
                         Some(s) => set(&mut new, "status", s.clone()),
@@ -752,7 +822,10 @@ impl Objects {
                     .delete(&key(resource, namespace, name), Some(rev))
                     .await
                 {
-                    Ok(_) => Ok((obj, true)),
+                    Ok(_) => {
+                        self.released(resource, &obj).await;
+                        Ok((obj, true))
+                    }
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(StoreError::NotFound(_)) => Err(ApiError::not_found(resource, name)),
                     Err(e) => Err(e.into()),
@@ -905,6 +978,21 @@ fn keep_system_fields(old: &Value, new: &mut Value) {
     if nm.get("managedFields").is_none() {
         if let Some(mf) = om.get("managedFields") {
             nm.insert("managedFields".into(), mf.clone());
+        }
+    }
+}
+
+/// An update that leaves a Service's cluster IP empty keeps the allocated one.
+fn keep_cluster_ip(old: &Value, new: &mut Value) {
+    let empty = new
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty);
+    if empty {
+        for f in ["clusterIP", "clusterIPs"] {
+            if let Some(v) = old.pointer(&format!("/spec/{f}")) {
+                set_path(new, &["spec", f], v.clone());
+            }
         }
     }
 }

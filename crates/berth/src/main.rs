@@ -40,6 +40,9 @@ struct ServerArgs {
     /// Extra DNS names or IP addresses for the serving certificate.
     #[arg(long)]
     tls_san: Vec<String>,
+    /// The CIDR Services get their cluster IPs from.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: String,
     /// Seconds between automatic compactions of the datastore's history.
     #[arg(long, default_value_t = 30)]
     compaction_interval_seconds: u64,
@@ -93,6 +96,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         https_port: args.https_port,
         token_auth_file: args.token_auth_file.clone(),
         tls_san: args.tls_san.clone(),
+        service_cidr: berth_apiserver::service_ips::ServiceCidr::parse(&args.service_cidr)
+            .map_err(anyhow::Error::msg)
+            .context("invalid --service-cidr")?,
     };
     let api = berth_apiserver::start(config, shared)
         .await

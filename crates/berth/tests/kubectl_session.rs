@@ -61,6 +61,19 @@ fn apply_get_describe_unchanged_configured_server_side() {
         "{yaml}"
     );
     assert!(yaml.contains("maxSurge: 25%"), "defaults applied:\n{yaml}");
+    let ip = c.kubectl(&[
+        "get",
+        "svc",
+        "web",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    assert!(
+        ip.starts_with("10.43."),
+        "cluster IP allocated from the service CIDR: {ip}"
+    );
     let describe = c.kubectl(&["describe", "cm", "-n", "demo"]);
     assert!(
         describe.contains("web-config") && describe.contains("greeting"),
@@ -290,7 +303,7 @@ fn watch_sees_changes_in_order() {
             "-w",
             "--output-watch-events",
             "-o",
-            "custom-columns=NAME:.metadata.name,V:.data.v",
+            "custom-columns=T:.type,NAME:.object.metadata.name,V:.object.data.v",
             "--no-headers",
         ])
         .stdout(std::process::Stdio::piped())
