@@ -160,17 +160,7 @@ fn schema() -> berth_patch::Schema<'static> {
 
 fn causes(list: Vec<berth_api::validation::Cause>) -> Vec<Cause> {
     list.into_iter()
-        .map(|c| {
-            let reason = serde_json::to_value(&c.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_else(|| "FieldValueInvalid".into());
-            Cause {
-                reason,
-                message: c.message,
-                field: c.field,
-            }
-        })
+        .map(|c| Cause { reason: c.kind.as_str().to_string(), message: c.message, field: c.field })
         .collect()
 }
 
