@@ -160,7 +160,11 @@ fn schema() -> berth_patch::Schema<'static> {
 
 fn causes(list: Vec<berth_api::validation::Cause>) -> Vec<Cause> {
     list.into_iter()
-        .map(|c| Cause { reason: c.kind.as_str().to_string(), message: c.message, field: c.field })
+        .map(|c| Cause {
+            reason: c.kind.as_str().to_string(),
+            message: c.message,
+            field: c.field,
+        })
         .collect()
 }
 
