@@ -295,3 +295,30 @@ async fn watch_from_compacted_revision_is_gone() {
         .expect("in time");
     assert!(matches!(ev, Ok(Some(WatchEvent::Deleted(_)))), "{ev:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_bearer_tokens_authenticate() {
+    let tokens = tempfile::NamedTempFile::new().expect("token file");
+    std::fs::write(
+        tokens.path(),
+        "s3cret-token,ci-bot,1001,\"ci,system:masters\"\n",
+    )
+    .expect("write tokens");
+    let path = tokens.path().display().to_string();
+    let c = Cluster::start_with(&["--token-auth-file", &path]);
+    let get = |token: &'static str| {
+        let url = format!("https://127.0.0.1:{}/api/v1/namespaces/default", c.port);
+        async move {
+            let out = tokio::process::Command::new("curl")
+                .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+                .arg(format!("Authorization: Bearer {token}"))
+                .arg(url)
+                .output()
+                .await
+                .expect("curl");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    };
+    assert_eq!(get("s3cret-token").await, "200");
+    assert_eq!(get("wrong-token").await, "401");
+}
