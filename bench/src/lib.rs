@@ -357,6 +357,50 @@ pub fn status_field_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("malformed {field} value in {path}"))
 }
 
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`
+/// (`pid == 0`: this process). Resolution: one clock tick (usually 10 ms).
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let path = if pid == 0 {
+        "/proc/self/stat".to_string()
+    } else {
+        format!("/proc/{pid}/stat")
+    };
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("failed to read {path}"))?;
+    // Fields after the parenthesized command name: state is the first, utime the 12th and
+    // stime the 13th.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("malformed {path}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .with_context(|| format!("short {path}"))?
+            .parse::<u64>()
+            .with_context(|| format!("malformed {path}"))
+    };
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_secs_f64(
+        total as f64 / clock_ticks_per_sec() as f64,
+    ))
+}
+
+/// `getconf CLK_TCK` (100 on Linux unless told otherwise).
+fn clock_ticks_per_sec() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
+}
+
 /// Installs the ring crypto provider for rustls (once per process).
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -375,6 +419,36 @@ pub async fn kube_config(kubeconfig: &Path) -> anyhow::Result<kube::Config> {
     kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
         .context("failed to load the kubeconfig")
+}
+
+/// A `kube` client like `kube::Client::try_from(config)` but whose TCP connections set
+/// `TCP_NODELAY` (kube's default connector leaves Nagle's algorithm on, so a request written
+/// in two segments waits for the server's delayed ACK). Same TLS (client certificate) and
+/// base URI; without kube's tracing and gzip layers; client-certificate auth only.
+pub fn kube_client_nodelay(config: &kube::Config) -> anyhow::Result<kube::Client> {
+    use kube::client::ConfigExt;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = config
+        .rustls_https_connector_with_connector(http)
+        .context("failed to build the TLS connector")?;
+    let hyper: hyper_util::client::legacy::Client<_, kube::client::Body> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https);
+    // berth's kubeconfig authenticates with a client certificate (in the TLS config); no
+    // header-based auth layer to add.
+    if config
+        .auth_layer()
+        .context("failed to build the auth layer")?
+        .is_some()
+    {
+        bail!("the TCP_NODELAY client supports client-certificate kubeconfigs only");
+    }
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .service(hyper);
+    Ok(kube::Client::new(service, config.default_namespace.clone()))
 }
 
 /// A TLS client configuration that accepts any server certificate (benchmark probes only).
@@ -487,6 +561,39 @@ pub async fn poll_readyz(
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// Latency of appending 1 KiB to a file and `fsync`ing it, `n` times, in a temp dir (where
+/// the benchmarks keep their databases). On shared VMs this swings by 40x with other disk
+/// traffic, so the benchmarks print it beside their figures.
+pub fn fsync_probe(n: usize) -> anyhow::Result<Latency> {
+    use std::io::Write;
+    let dir = tempfile::tempdir().context("failed to create a temp dir")?;
+    let mut f = std::fs::File::create(dir.path().join("probe")).context("failed to create")?;
+    let mut lat = Vec::with_capacity(n);
+    let block = [b'x'; 1024];
+    for _ in 0..n {
+        f.write_all(&block).context("failed to write")?;
+        let t0 = Instant::now();
+        f.sync_all().context("failed to fsync")?;
+        lat.push(t0.elapsed());
+    }
+    Ok(Latency::of(&mut lat))
+}
+
+/// `fsync p50 X ms, p99 Y ms` of a short probe (or why it failed).
+pub fn fsync_note() -> String {
+    match fsync_probe(100) {
+        Ok(l) => format!("disk fsync p50 {} ms, p99 {} ms", ms(l.p50), ms(l.p99)),
+        Err(e) => format!("disk fsync probe failed: {e:#}"),
+    }
+}
+
+/// Load average (1, 5, 15 min) from `/proc/loadavg`.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// Machine description for the report: CPU count and model.

@@ -36,6 +36,9 @@ struct Args {
     /// Bytes of data per ConfigMap.
     #[arg(long, default_value_t = 1024)]
     value_size: usize,
+    /// Clients set TCP_NODELAY (kube's default connector does not; see the README).
+    #[arg(long)]
+    nodelay: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -81,7 +84,9 @@ struct Job {
     w: usize,
     list_size: usize,
     value: Arc<String>,
-    deadline: Instant,
+    secs: f64,
+    /// Passed once the worker is set up (its watch open); the clock starts then.
+    start: Arc<tokio::sync::Barrier>,
     first_error: Arc<Mutex<Option<String>>>,
 }
 
@@ -93,9 +98,14 @@ async fn worker(client: kube::Client, job: Job) -> (Vec<Duration>, usize) {
         w,
         list_size,
         value,
-        deadline,
+        secs,
+        start,
         first_error,
     } = job;
+    let begin = || async {
+        start.wait().await;
+        Instant::now() + Duration::from_secs_f64(secs)
+    };
     let mut lat = Vec::new();
     let mut errors = 0usize;
     let note = |e: String| {
@@ -106,6 +116,7 @@ async fn worker(client: kube::Client, job: Job) -> (Vec<Duration>, usize) {
     match op {
         Op::Create => {
             let api: Api<ConfigMap> = Api::namespaced(client, NS_CREATE);
+            let deadline = begin().await;
             let mut i = 0u64;
             while Instant::now() < deadline {
                 let cm = config_map(&format!("{tag}-w{w}-{i}"), None, &value);
@@ -122,6 +133,7 @@ async fn worker(client: kube::Client, job: Job) -> (Vec<Duration>, usize) {
         }
         Op::Get => {
             let api: Api<ConfigMap> = Api::namespaced(client, NS_LIST);
+            let deadline = begin().await;
             let mut i = w;
             while Instant::now() < deadline {
                 let name = format!("cm-{}", i % list_size.max(1));
@@ -138,6 +150,7 @@ async fn worker(client: kube::Client, job: Job) -> (Vec<Duration>, usize) {
         }
         Op::List => {
             let api: Api<ConfigMap> = Api::namespaced(client, NS_LIST);
+            let deadline = begin().await;
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 match api.list(&ListParams::default()).await {
@@ -167,6 +180,7 @@ async fn worker(client: kube::Client, job: Job) -> (Vec<Duration>, usize) {
                 Ok(l) => l.metadata.resource_version.unwrap_or_else(|| "0".into()),
                 Err(e) => {
                     note(format!("watch: initial list: {e}"));
+                    begin().await;
                     return (lat, 1);
                 }
             };
@@ -177,10 +191,12 @@ async fn worker(client: kube::Client, job: Job) -> (Vec<Duration>, usize) {
                 Ok(s) => s,
                 Err(e) => {
                     note(format!("watch: {e}"));
+                    begin().await;
                     return (lat, 1);
                 }
             };
             let mut stream = Box::pin(stream);
+            let deadline = begin().await;
             let mut i = 0u64;
             while Instant::now() < deadline {
                 let name = format!("{label}-{i}");
@@ -225,17 +241,24 @@ async fn worker(client: kube::Client, job: Job) -> (Vec<Duration>, usize) {
     (lat, errors)
 }
 
+/// CPU used during a run, per completed operation.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuPerOp {
+    server: Duration,
+    client: Duration,
+}
+
 async fn run_op(
     clients: &[kube::Client],
+    server_pid: u32,
     op: Op,
     n: usize,
     run: usize,
     args: &Args,
     value: &Arc<String>,
-) -> anyhow::Result<(Run, Option<String>)> {
+) -> anyhow::Result<(Run, CpuPerOp, Option<String>)> {
     let first_error = Arc::new(Mutex::new(None));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(args.secs);
+    let start = Arc::new(tokio::sync::Barrier::new(n + 1));
     let tasks: Vec<_> = clients[..n]
         .iter()
         .enumerate()
@@ -248,12 +271,17 @@ async fn run_op(
                     w,
                     list_size: args.list_size,
                     value: value.clone(),
-                    deadline,
+                    secs: args.secs,
+                    start: start.clone(),
                     first_error: first_error.clone(),
                 },
             ))
         })
         .collect();
+    start.wait().await;
+    let started = Instant::now();
+    let server_cpu0 = berth_bench::cpu_time(server_pid)?;
+    let client_cpu0 = berth_bench::cpu_time(0)?;
     let mut all = Vec::new();
     let mut errors = 0;
     for t in tasks {
@@ -262,7 +290,14 @@ async fn run_op(
         errors += e;
     }
     let elapsed = started.elapsed();
+    let server_cpu = berth_bench::cpu_time(server_pid)?.saturating_sub(server_cpu0);
+    let client_cpu = berth_bench::cpu_time(0)?.saturating_sub(client_cpu0);
     let lat = Latency::of(&mut all);
+    let per = |d: Duration| d.checked_div(lat.count.max(1) as u32).unwrap_or_default();
+    let cpu = CpuPerOp {
+        server: per(server_cpu),
+        client: per(client_cpu),
+    };
     let err = first_error.lock().ok().and_then(|mut e| e.take());
     Ok((
         Run {
@@ -270,6 +305,7 @@ async fn run_op(
             lat,
             errors,
         },
+        cpu,
         err,
     ))
 }
@@ -282,11 +318,21 @@ async fn main() -> anyhow::Result<()> {
         bail!("no client counts given");
     };
     println!(
-        "api: berth server, ConfigMaps with {} B data, {} run(s) x {} s per row, {}",
+        "api: berth server, ConfigMaps with {} B data, kube clients {}, {} run(s) x {} s per row, {}",
         args.value_size,
+        if args.nodelay {
+            "with TCP_NODELAY"
+        } else {
+            "as kube builds them (Nagle on)"
+        },
         args.runs,
         args.secs,
         berth_bench::machine()
+    );
+    println!(
+        "{}; load average {}",
+        berth_bench::fsync_note(),
+        berth_bench::loadavg()
     );
     let dir = tempfile::tempdir().context("failed to create a temp dir")?;
     let data = dir.path().join("data");
@@ -376,7 +422,11 @@ async fn bench(args: &Args, server: &BerthServer, max_clients: usize) -> anyhow:
     // handshake, connection in the pool) before measuring.
     let mut clients = Vec::with_capacity(max_clients);
     for _ in 0..max_clients {
-        clients.push(kube::Client::try_from(config.clone()).context("failed to build a client")?);
+        clients.push(if args.nodelay {
+            berth_bench::kube_client_nodelay(&config)?
+        } else {
+            kube::Client::try_from(config.clone()).context("failed to build a client")?
+        });
     }
     let warm = futures::future::join_all(clients.iter().map(|c| {
         let api: Api<ConfigMap> = Api::namespaced(c.clone(), NS_LIST);
@@ -390,10 +440,12 @@ async fn bench(args: &Args, server: &BerthServer, max_clients: usize) -> anyhow:
     let ops = [Op::Create, Op::Get, Op::List, Op::Watch];
     let mut runs: BTreeMap<(Op, usize), Vec<Run>> = BTreeMap::new();
     let mut errors: BTreeMap<(Op, usize), String> = BTreeMap::new();
+    let mut cpu: BTreeMap<(Op, usize), Vec<CpuPerOp>> = BTreeMap::new();
     for run in 0..args.runs {
         for op in ops {
             for &n in &args.clients {
-                let (r, err) = run_op(&clients, op, n, run, args, &value).await?;
+                let (r, c, err) =
+                    run_op(&clients, server.proc.pid(), op, n, run, args, &value).await?;
                 eprintln!(
                     "  run {run} {:<21} {n:>3} clients: {:>7} ops/s, p50 {} ms, p99 {} ms{}",
                     op.name(),
@@ -407,6 +459,7 @@ async fn bench(args: &Args, server: &BerthServer, max_clients: usize) -> anyhow:
                     }
                 );
                 runs.entry((op, n)).or_default().push(r);
+                cpu.entry((op, n)).or_default().push(c);
                 if let Some(e) = err {
                     errors.entry((op, n)).or_insert(e);
                 }
@@ -421,6 +474,8 @@ async fn bench(args: &Args, server: &BerthServer, max_clients: usize) -> anyhow:
         "p50 ms",
         "p99 ms",
         "ops/s vs 1 client",
+        "server CPU µs/op",
+        "client CPU µs/op",
         "ops",
         "errors",
     ]);
@@ -434,6 +489,17 @@ async fn bench(args: &Args, server: &BerthServer, max_clients: usize) -> anyhow:
                 continue;
             };
             let s = Summary::of(r);
+            let c = cpu.get(&(op, n)).map(Vec::as_slice).unwrap_or(&[]);
+            let us = |f: fn(&CpuPerOp) -> Duration| {
+                format!(
+                    "{:.0}",
+                    median(
+                        &c.iter()
+                            .map(|x| f(x).as_secs_f64() * 1e6)
+                            .collect::<Vec<_>>()
+                    )
+                )
+            };
             table.row(vec![
                 op.name().to_string(),
                 n.to_string(),
@@ -441,6 +507,8 @@ async fn bench(args: &Args, server: &BerthServer, max_clients: usize) -> anyhow:
                 ms(s.p50),
                 ms(s.p99),
                 ratio(s.per_sec, base),
+                us(|x| x.server),
+                us(|x| x.client),
                 s.ops.to_string(),
                 s.errors.to_string(),
             ]);
@@ -479,5 +547,10 @@ async fn bench(args: &Args, server: &BerthServer, max_clients: usize) -> anyhow:
     for ((op, n), e) in &errors {
         println!("first error of {} with {n} clients: {e}", op.name());
     }
+    println!(
+        "after the runs: {}; load average {}",
+        berth_bench::fsync_note(),
+        berth_bench::loadavg()
+    );
     Ok(())
 }

@@ -147,6 +147,11 @@ async fn main() -> anyhow::Result<()> {
         args.idle_secs,
         berth_bench::machine()
     );
+    println!(
+        "{}; load average {}",
+        berth_bench::fsync_note(),
+        berth_bench::loadavg()
+    );
     let root = tempfile::tempdir().context("failed to create a temp dir")?;
     let log = root.path().join("berth.log");
 
@@ -155,7 +160,11 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..args.runs {
         let data = root.path().join(format!("fresh-{i}"));
         let s = start_once(&tls, &data, &log, poll, |_| async { Ok(()) }).await?;
-        eprintln!("  fresh start {i}: /readyz 200 after {} ms", ms(s.readyz));
+        eprintln!(
+            "  fresh start {i}: /readyz 200 after {} ms, stopped in {} ms",
+            ms(s.readyz),
+            ms(s.stop)
+        );
         fresh.push(s);
         std::fs::remove_dir_all(&data).context("failed to remove a data dir")?;
     }
@@ -166,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
     let configmaps = args.configmaps;
     let value = "x".repeat(args.value_size);
     let mut create_time = Duration::ZERO;
-    start_once(&tls, &data, &log, poll, |srv| {
+    let loaded = start_once(&tls, &data, &log, poll, |srv| {
         let mem = &mut mem;
         let create_time = &mut create_time;
         let value = &value;
@@ -209,8 +218,9 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     eprintln!(
-        "  created {configmaps} ConfigMaps in {} ms",
-        ms(create_time)
+        "  created {configmaps} ConfigMaps in {} ms; that server stopped in {} ms",
+        ms(create_time),
+        ms(loaded.stop)
     );
 
     // 3. Cold starts on the existing data dir (reopen the database, reuse certificates).
@@ -227,8 +237,9 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
         eprintln!(
-            "  existing-dir start {i}: /readyz 200 after {} ms",
-            ms(s.readyz)
+            "  existing-dir start {i}: /readyz 200 after {} ms, stopped in {} ms",
+            ms(s.readyz),
+            ms(s.stop)
         );
         existing.push(s);
     }

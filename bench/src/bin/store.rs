@@ -397,6 +397,11 @@ async fn main() -> anyhow::Result<()> {
         args.secs,
         berth_bench::machine()
     );
+    println!(
+        "{}; load average {}",
+        berth_bench::fsync_note(),
+        berth_bench::loadavg()
+    );
     let etcd = if args.no_etcd {
         None
     } else {
@@ -527,6 +532,11 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "throughput ratios > 1: berth is faster; p50 ratio < 1: berth answers sooner. Medians of {} run(s).",
         args.runs
+    );
+    println!(
+        "after the runs: {}; load average {}",
+        berth_bench::fsync_note(),
+        berth_bench::loadavg()
     );
     Ok(())
 }
