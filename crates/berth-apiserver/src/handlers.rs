@@ -133,6 +133,19 @@ impl Api {
 
     async fn route(&self, req: Request) -> Result<Response<Body>, ApiError> {
         let route = request::route(&req.path)?;
+        if matches!(
+            route,
+            Route::OpenApiV2 | Route::OpenApiV3Index | Route::OpenApiV3(_)
+        ) {
+            let response = self.serve(req, route).await;
+            // Building the documents the first time leaves megabytes of freed heap behind.
+            crate::memory::release_free_memory();
+            return response;
+        }
+        self.serve(req, route).await
+    }
+
+    async fn serve(&self, req: Request, route: Route) -> Result<Response<Body>, ApiError> {
         let aggregated = req
             .headers
             .get(header::ACCEPT)

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod discovery;
 pub mod handlers;
+pub mod memory;
 pub mod objects;
 pub mod pki;
 pub mod request;
