@@ -157,7 +157,14 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<ApiServer, S
         ready: ready.clone(),
     };
     let (tx, rx) = signal::channel(false);
-    let task = tokio::spawn(server::serve(listener, tls, api, Arc::new(tokens), rx));
+    let trim = tokio::spawn(memory::trim_periodically(std::time::Duration::from_secs(
+        30,
+    )));
+    let serve = server::serve(listener, tls, api, Arc::new(tokens), rx);
+    let task = tokio::spawn(async move {
+        serve.await;
+        trim.abort();
+    });
     ready.store(true, Ordering::Release);
     Ok(ApiServer {
         address,

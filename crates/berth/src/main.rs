@@ -65,8 +65,11 @@ fn main() -> anyhow::Result<()> {
                 )
                 .with_writer(std::io::stderr)
                 .init();
+            berth_apiserver::memory::limit_arenas();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
+                // Datastore reads run on blocking threads; a bounded pool keeps memory bounded.
+                .max_blocking_threads(16)
                 .enable_all()
                 .build()
                 .context("failed to start the async runtime")?;
@@ -130,7 +133,15 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), controllers).await;
+    // A controller still starting its watches may not see the signal: give it a moment, then
+    // stop it (it keeps no state of its own; the next start picks up where the world is).
+    let abort = controllers.abort_handle();
+    if tokio::time::timeout(std::time::Duration::from_millis(500), controllers)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
     api.shutdown().await;
     store.close().await;
     Ok(())
