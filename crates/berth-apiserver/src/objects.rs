@@ -287,6 +287,7 @@ impl Objects {
                     ListOptions {
                         start_after: start_after.clone(),
                         limit: want.map(|w| if filtered { w.max(64) } else { w }),
+                        ..Default::default()
                     },
                 )
                 .await?;

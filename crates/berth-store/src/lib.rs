@@ -67,6 +67,11 @@ pub struct ListOptions {
     pub start_after: Option<String>,
     /// At most this many items (`None` or `Some(0)`: all).
     pub limit: Option<usize>,
+    /// Read the keys as they were at this revision (an MVCC read, like etcd's); `None` reads
+    /// the current state. `Some(0)` is the empty state before the first write. A revision
+    /// newer than the current one fails with [`StoreError::FutureRevision`], one older than
+    /// the compacted revision with [`StoreError::Compacted`].
+    pub revision: Option<Revision>,
 }
 
 /// The answer of [`Store::list`].
@@ -78,7 +83,8 @@ pub struct ListResult {
     pub more: bool,
     /// Number of matching keys after the returned ones (when `more`).
     pub remaining: i64,
-    /// The store's revision the list was read at.
+    /// The store's revision the list was read at: the requested
+    /// [`ListOptions::revision`], else the current revision.
     pub revision: Revision,
 }
 
@@ -121,7 +127,10 @@ pub trait Store: Send + Sync + 'static {
     /// The current value of `key`.
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
 
-    /// Keys starting with `prefix`, in key order, at the current revision.
+    /// Keys starting with `prefix`, in key order, at the current revision or, with
+    /// [`ListOptions::revision`], as they were at that past revision (with the create and mod
+    /// revisions they had then). Paging with `start_after` at a fixed revision gives a
+    /// consistent snapshot while writes continue, until that revision is compacted.
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult, StoreError>;
 
     /// Number of keys starting with `prefix`.

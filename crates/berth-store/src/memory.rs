@@ -1,8 +1,10 @@
 //! The in-memory backend of the [`Store`] contract, for tests: a `BTreeMap` of current values,
-//! a bounded history log for watch replay and a broadcast channel for live events. Same
-//! semantics as the SQLite backend, nothing survives the process.
+//! a bounded history log for watch replay and past-revision lists, and a broadcast channel for
+//! live events. Same semantics as the SQLite backend, nothing survives the process.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, VecDeque};
+use std::iter::Peekable;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -46,13 +48,142 @@ struct State {
     kv: BTreeMap<String, Entry>,
     revision: Revision,
     compacted: Revision,
-    history: VecDeque<Event>,
+    /// One entry per revision after `compacted`, consecutive, oldest first.
+    history: VecDeque<Logged>,
+}
+
+/// One write of the history.
+struct Logged {
+    event: Event,
+    /// The key's `mod_revision` before the write (`0` for a creation). A deletion event only
+    /// carries the deletion's revision, so this is what lets a past list rebuild the key.
+    prev_mod_revision: Revision,
+}
+
+impl Logged {
+    fn revision(&self) -> Revision {
+        self.event.revision()
+    }
+
+    /// The key's state just before this write: `None` if the write created it.
+    fn before(&self) -> Option<KeyValue> {
+        match &self.event {
+            Event::Put { prev, .. } => prev.clone(),
+            Event::Delete { prev, .. } => Some(KeyValue {
+                mod_revision: self.prev_mod_revision,
+                ..prev.clone()
+            }),
+        }
+    }
 }
 
 struct Entry {
     value: Vec<u8>,
     create_revision: Revision,
     mod_revision: Revision,
+}
+
+impl State {
+    /// [`Store::list`] at a past `revision`: keys whose last write is at or before it are
+    /// current; for a key written after it, the earliest later write tells its state then.
+    fn list_at(
+        &self,
+        prefix: &str,
+        opts: &ListOptions,
+        revision: Revision,
+    ) -> Result<ListResult, StoreError> {
+        if revision > self.revision {
+            return Err(StoreError::FutureRevision(revision));
+        }
+        if revision < self.compacted {
+            return Err(StoreError::Compacted {
+                requested: revision,
+                compacted: self.compacted,
+            });
+        }
+        let in_range =
+            |k: &str| k.starts_with(prefix) && opts.start_after.as_deref().is_none_or(|s| k > s);
+        // History revisions are consecutive, so the first one after `revision` is at a known
+        // index. The first write of a key after `revision` holds its state at `revision`.
+        let first = self.history.front().map_or(0, Logged::revision);
+        let skip = usize::try_from(revision + 1 - first).unwrap_or(0);
+        let mut rewound: BTreeMap<&str, Option<KeyValue>> = BTreeMap::new();
+        for logged in self.history.iter().skip(skip) {
+            let key = logged.event.key();
+            if in_range(key) && !rewound.contains_key(key) {
+                rewound.insert(key, logged.before());
+            }
+        }
+        // Keys last written at or before `revision` have their current value; every other key
+        // was written after it and is in `rewound`, so the two sides never share a key.
+        let current = self
+            .kv
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, e)| e.mod_revision <= revision && in_range(k))
+            .map(|(k, e)| Past::Current(k, e));
+        let past = rewound.into_values().flatten().map(Past::Rewound);
+        let mut merged = MergeByKey {
+            a: current.peekable(),
+            b: past.peekable(),
+        };
+        let limit = opts.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let items: Vec<KeyValue> = merged.by_ref().take(limit).map(Past::into_kv).collect();
+        let remaining = i64::try_from(merged.count()).unwrap_or(i64::MAX);
+        Ok(ListResult {
+            items,
+            more: remaining > 0,
+            remaining,
+            revision,
+        })
+    }
+}
+
+/// A key-value of a past list: borrowed from the current map, or rebuilt from history.
+enum Past<'a> {
+    Current(&'a String, &'a Entry),
+    Rewound(KeyValue),
+}
+
+impl Past<'_> {
+    fn key(&self) -> &str {
+        match self {
+            Past::Current(k, _) => k,
+            Past::Rewound(kv) => &kv.key,
+        }
+    }
+
+    fn into_kv(self) -> KeyValue {
+        match self {
+            Past::Current(k, e) => e.to_kv(k),
+            Past::Rewound(kv) => kv,
+        }
+    }
+}
+
+/// Merges two key-ordered iterators with distinct keys into one, in key order.
+struct MergeByKey<'a, A: Iterator<Item = Past<'a>>, B: Iterator<Item = Past<'a>>> {
+    a: Peekable<A>,
+    b: Peekable<B>,
+}
+
+impl<'a, A: Iterator<Item = Past<'a>>, B: Iterator<Item = Past<'a>>> Iterator
+    for MergeByKey<'a, A, B>
+{
+    type Item = Past<'a>;
+
+    fn next(&mut self) -> Option<Past<'a>> {
+        let order = match (self.a.peek(), self.b.peek()) {
+            (Some(a), Some(b)) => a.key().cmp(b.key()),
+            (Some(_), None) => Ordering::Less,
+            (None, _) => Ordering::Greater,
+        };
+        if order == Ordering::Greater {
+            self.b.next()
+        } else {
+            self.a.next()
+        }
+    }
 }
 
 impl Entry {
@@ -99,10 +230,14 @@ impl Inner {
     }
 
     /// Records `event` at the next revision and publishes it; called with the lock held so
-    /// that events are published in revision order.
-    fn commit(&self, state: &mut State, event: Event) {
+    /// that events are published in revision order. `prev_mod_revision` is the key's
+    /// `mod_revision` before the write (`0` for a creation).
+    fn commit(&self, state: &mut State, event: Event, prev_mod_revision: Revision) {
         state.revision = event.revision();
-        state.history.push_back(event.clone());
+        state.history.push_back(Logged {
+            event: event.clone(),
+            prev_mod_revision,
+        });
         while state.history.len() > self.history_limit {
             if let Some(old) = state.history.pop_front() {
                 state.compacted = old.revision();
@@ -141,6 +276,7 @@ impl EventSource for Inner {
             .history
             .iter()
             .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+            .map(|logged| &logged.event)
             .filter(|e| e.revision() > after && e.key().starts_with(prefix))
             .take(limit)
             .cloned()
@@ -164,6 +300,9 @@ impl Store for MemoryStore {
 
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult, StoreError> {
         let state = self.inner.lock();
+        if let Some(revision) = opts.revision {
+            return state.list_at(prefix, &opts, revision);
+        }
         let limit = opts.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
         let mut matching = state
             .kv
@@ -218,7 +357,7 @@ impl Store for MemoryStore {
             kv: kv.clone(),
             prev: None,
         };
-        self.inner.commit(&mut state, event);
+        self.inner.commit(&mut state, event, 0);
         Ok(kv)
     }
 
@@ -250,11 +389,12 @@ impl Store for MemoryStore {
             create_revision: entry.create_revision,
             mod_revision: revision,
         };
+        let prev_mod_revision = prev.mod_revision;
         let event = Event::Put {
             kv: kv.clone(),
             prev: Some(prev),
         };
-        self.inner.commit(&mut state, event);
+        self.inner.commit(&mut state, event, prev_mod_revision);
         Ok(kv)
     }
 
@@ -275,13 +415,14 @@ impl Store for MemoryStore {
         }
         let revision = state.revision + 1;
         let mut prev = entry.to_kv(key);
+        let prev_mod_revision = prev.mod_revision;
         prev.mod_revision = revision;
         state.kv.remove(key);
         let event = Event::Delete {
             prev: prev.clone(),
             revision,
         };
-        self.inner.commit(&mut state, event);
+        self.inner.commit(&mut state, event, prev_mod_revision);
         Ok(prev)
     }
 

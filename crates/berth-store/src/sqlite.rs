@@ -14,7 +14,11 @@
 //! WAL so the files stay bounded under churn.
 //!
 //! Schema: `kv` holds current values, `log` one row per revision (history for watch replay,
-//! with the previous value), `meta` the current and compacted revisions.
+//! with the previous value, create and mod revisions), `meta` the current and compacted
+//! revisions. An index on `log(key, rev)` serves lists at a past revision: a key written after
+//! revision R had, at R, the previous value of its earliest write after R (or did not exist if
+//! that write created it); a key not written after R has its current value. Compaction removes
+//! only rows at or before the compacted revision, so this holds for any R not older than it.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -145,12 +149,32 @@ CREATE TABLE IF NOT EXISTS log (
     prev_value BLOB,
     prev_mod_rev INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS log_key_rev ON log (key, rev);
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0), ('compacted', 0);
 ";
+
+/// The key-values with a key in `[?1, ?2)` as they were at revision `?3`, as
+/// `key, value, create_rev, mod_rev`. The two sides have distinct keys: a `kv` row last written
+/// at or before `?3` has no log row after it. From the log, each key's earliest row after `?3`
+/// (no earlier row after `?3` exists) gives its previous state, unless that row created the key
+/// (`prev_mod_rev = 0`: the key did not exist then).
+const AT_REVISION: &str = "
+SELECT key, value, create_rev, mod_rev FROM kv
+ WHERE key >= ?1 AND key < ?2 AND mod_rev <= ?3
+UNION ALL
+SELECT l.key, l.prev_value, l.create_rev, l.prev_mod_rev FROM log AS l
+ WHERE l.key >= ?1 AND l.key < ?2 AND l.rev > ?3 AND l.prev_mod_rev > 0
+   AND NOT EXISTS (SELECT 1 FROM log AS e WHERE e.key = l.key AND e.rev > ?3 AND e.rev < l.rev)";
+
+/// The smallest byte string greater than `key`: `key > k` is `key >= successor(k)`.
+fn successor(mut key: Vec<u8>) -> Vec<u8> {
+    key.push(0);
+    key
+}
 
 /// How long a write waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -231,6 +255,66 @@ impl SqliteStore {
             commits: s.commits.load(Ordering::Relaxed),
             compactions: s.compactions.load(Ordering::Relaxed),
         }
+    }
+
+    /// [`Store::list`] at a past `revision`, in one read transaction: the `kv` rows last written
+    /// at or before it merged, in key order, with the state the `log` gives keys written after
+    /// it. Both sides stream from indexes, so the limit bounds the work of the page itself.
+    async fn list_at(
+        &self,
+        prefix: &str,
+        opts: ListOptions,
+        revision: Revision,
+    ) -> Result<ListResult, StoreError> {
+        let hi = prefix_end(prefix);
+        let lo = match opts.start_after {
+            Some(after) if after.as_str() >= prefix => successor(after.into_bytes()),
+            _ => prefix.as_bytes().to_vec(),
+        };
+        let limit = opts
+            .limit
+            .filter(|l| *l > 0)
+            .and_then(|l| i64::try_from(l).ok())
+            .unwrap_or(-1);
+        self.inner
+            .read(move |tx| {
+                let current = meta(tx, "revision")?;
+                let compacted = meta(tx, "compacted")?;
+                if revision > current {
+                    return Err(StoreError::FutureRevision(revision));
+                }
+                if revision < compacted {
+                    return Err(StoreError::Compacted {
+                        requested: revision,
+                        compacted,
+                    });
+                }
+                let items = tx
+                    .prepare_cached(&format!("{AT_REVISION} ORDER BY 1 LIMIT ?4"))
+                    .and_then(|mut stmt| {
+                        stmt.query_map(params![lo, hi, revision, limit], kv_from_row)?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(backend("list keys at a past revision"))?;
+                let remaining = match items.last() {
+                    Some(last) if limit > 0 && items.len() as i64 == limit => {
+                        let after = successor(last.key.as_bytes().to_vec());
+                        tx.prepare_cached(&format!("SELECT count(*) FROM ({AT_REVISION})"))
+                            .and_then(|mut stmt| {
+                                stmt.query_row(params![after, hi, revision], |r| r.get(0))
+                            })
+                            .map_err(backend("count the remaining keys at a past revision"))?
+                    }
+                    _ => 0,
+                };
+                Ok(ListResult {
+                    items,
+                    more: remaining > 0,
+                    remaining,
+                    revision,
+                })
+            })
+            .await
     }
 
     async fn write(&self, op: WriteOp) -> Result<KeyValue, StoreError> {
@@ -435,8 +519,10 @@ impl EventSource for Inner {
             }
             let mut stmt = tx
                 .prepare_cached(
+                    // The unary `+` keeps the planner on the revision order (the primary key)
+                    // rather than the `log(key, rev)` index, which would need a sort.
                     "SELECT rev, key, op, value, create_rev, prev_value, prev_mod_rev FROM log
-                     WHERE rev > ?1 AND key >= ?2 AND key < ?3 ORDER BY rev LIMIT ?4",
+                     WHERE rev > ?1 AND +key >= ?2 AND +key < ?3 ORDER BY rev LIMIT ?4",
                 )
                 .map_err(backend("read the history"))?;
             let events = stmt
@@ -467,6 +553,9 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult, StoreError> {
+        if let Some(revision) = opts.revision {
+            return self.list_at(prefix, opts, revision).await;
+        }
         let hi = prefix_end(prefix);
         // Start strictly after the cursor when it is inside the prefix range, else at the prefix.
         let (lo, exclusive) = match opts.start_after {

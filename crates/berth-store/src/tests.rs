@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::{
-    Event, ListOptions, MemoryOptions, MemoryStore, SqliteOptions, SqliteStore, Store, StoreError,
-    WatchStream,
+    Event, KeyValue, ListOptions, ListResult, MemoryOptions, MemoryStore, Revision, SqliteOptions,
+    SqliteStore, Store, StoreError, WatchStream,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -113,6 +113,7 @@ async fn list_pagination<S: Store>(s: &S) {
             ListOptions {
                 start_after: None,
                 limit: Some(2),
+                ..ListOptions::default()
             },
         )
         .await
@@ -128,6 +129,7 @@ async fn list_pagination<S: Store>(s: &S) {
             ListOptions {
                 start_after: Some("/a/2".into()),
                 limit: Some(2),
+                ..ListOptions::default()
             },
         )
         .await
@@ -143,6 +145,7 @@ async fn list_pagination<S: Store>(s: &S) {
             ListOptions {
                 start_after: Some("/a/4".into()),
                 limit: Some(2),
+                ..ListOptions::default()
             },
         )
         .await
@@ -159,6 +162,7 @@ async fn list_pagination<S: Store>(s: &S) {
             ListOptions {
                 start_after: Some("/a/3".into()),
                 limit: Some(2),
+                ..ListOptions::default()
             },
         )
         .await
@@ -173,6 +177,7 @@ async fn list_pagination<S: Store>(s: &S) {
             ListOptions {
                 start_after: Some("/".into()),
                 limit: Some(0),
+                ..ListOptions::default()
             },
         )
         .await
@@ -185,12 +190,219 @@ async fn list_pagination<S: Store>(s: &S) {
             ListOptions {
                 start_after: Some("/a/5".into()),
                 limit: None,
+                ..ListOptions::default()
             },
         )
         .await
         .unwrap();
     assert!(page.items.is_empty());
     assert!(!page.more);
+}
+
+/// Lists `prefix` as of `revision` (`limit` 0: all).
+async fn list_at<S: Store>(
+    s: &S,
+    prefix: &str,
+    revision: Revision,
+    start_after: Option<&str>,
+    limit: usize,
+) -> Result<ListResult, StoreError> {
+    s.list(
+        prefix,
+        ListOptions {
+            start_after: start_after.map(str::to_owned),
+            limit: Some(limit),
+            revision: Some(revision),
+        },
+    )
+    .await
+}
+
+/// Asserts that the whole of `prefix` at `revision` is exactly `expected`.
+async fn assert_at<S: Store>(s: &S, prefix: &str, revision: Revision, expected: &[&KeyValue]) {
+    let page = list_at(s, prefix, revision, None, 0).await.unwrap();
+    let expected: Vec<KeyValue> = expected.iter().map(|kv| (*kv).clone()).collect();
+    assert_eq!(
+        page.items, expected,
+        "list of {prefix} at revision {revision}"
+    );
+    assert_eq!(page.revision, revision);
+    assert!(!page.more);
+    assert_eq!(page.remaining, 0);
+}
+
+/// Lists at past revisions give the key-values (and their revisions) of that moment.
+async fn list_at_past_revisions<S: Store>(s: &S) {
+    let base = s
+        .create("/mu/1", b"outside".to_vec())
+        .await
+        .unwrap()
+        .mod_revision;
+    let a = s.create("/mv/a", b"a".to_vec()).await.unwrap();
+    let b = s.create("/mv/b", b"b".to_vec()).await.unwrap();
+    let c = s.create("/mv/c", b"c".to_vec()).await.unwrap();
+    let b2 = s
+        .update("/mv/b", b"b2".to_vec(), b.mod_revision)
+        .await
+        .unwrap();
+    // Writes outside the prefix, on both sides of it, are not listed.
+    s.create("/mv", b"outside".to_vec()).await.unwrap();
+    s.create("/mw/1", b"outside".to_vec()).await.unwrap();
+    let c_deleted = s.delete("/mv/c", None).await.unwrap().mod_revision;
+    let d = s.create("/mv/d", b"d".to_vec()).await.unwrap();
+    // A key deleted then re-created: its older life is still visible at older revisions.
+    let a_deleted = s.delete("/mv/a", None).await.unwrap().mod_revision;
+    let a2 = s.create("/mv/a", b"a2".to_vec()).await.unwrap();
+    let b3 = s
+        .update("/mv/b", b"b3".to_vec(), b2.mod_revision)
+        .await
+        .unwrap();
+
+    assert_at(s, "/mv/", base, &[]).await;
+    assert_at(s, "/mv/", a.mod_revision, &[&a]).await;
+    assert_at(s, "/mv/", b.mod_revision, &[&a, &b]).await;
+    assert_at(s, "/mv/", c.mod_revision, &[&a, &b, &c]).await;
+    assert_at(s, "/mv/", b2.mod_revision, &[&a, &b2, &c]).await;
+    assert_at(s, "/mv/", b2.mod_revision + 1, &[&a, &b2, &c]).await;
+    assert_at(s, "/mv/", c_deleted, &[&a, &b2]).await;
+    assert_at(s, "/mv/", d.mod_revision, &[&a, &b2, &d]).await;
+    assert_at(s, "/mv/", a_deleted, &[&b2, &d]).await;
+    assert_at(s, "/mv/", a2.mod_revision, &[&a2, &b2, &d]).await;
+    assert_at(s, "/mv/", b3.mod_revision, &[&a2, &b3, &d]).await;
+    // At the current revision it is the current list.
+    let now = s.current_revision().await.unwrap();
+    assert_eq!(now, b3.mod_revision);
+    let current = s.list("/mv/", ListOptions::default()).await.unwrap();
+    assert_eq!(current.items, vec![a2.clone(), b3.clone(), d.clone()]);
+    assert_eq!(current.revision, now);
+    // A wider prefix sees the outside keys as they were.
+    let wide = list_at(s, "/m", c.mod_revision, None, 0).await.unwrap();
+    let keys: Vec<_> = wide.items.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["/mu/1", "/mv/a", "/mv/b", "/mv/c"]);
+
+    // Paging at a past revision: limit, cursor, more and remaining as for current lists.
+    let page = list_at(s, "/mv/", d.mod_revision, None, 2).await.unwrap();
+    assert_eq!(page.items, vec![a.clone(), b2.clone()]);
+    assert!(page.more);
+    assert_eq!(page.remaining, 1);
+    let page = list_at(s, "/mv/", d.mod_revision, Some("/mv/a"), 1)
+        .await
+        .unwrap();
+    assert_eq!(page.items, vec![b2.clone()]);
+    assert!(page.more);
+    assert_eq!(page.remaining, 1);
+    let page = list_at(s, "/mv/", d.mod_revision, Some("/mv/b2"), 1)
+        .await
+        .unwrap();
+    assert_eq!(page.items, vec![d.clone()]);
+    assert!(!page.more);
+    // A cursor before the prefix starts at the prefix; exactly `limit` left: no more.
+    let page = list_at(s, "/mv/", c.mod_revision, Some("/"), 3)
+        .await
+        .unwrap();
+    assert_eq!(page.items, vec![a.clone(), b.clone(), c.clone()]);
+    assert!(!page.more);
+    assert_eq!(page.remaining, 0);
+    let page = list_at(s, "/mv/", c.mod_revision, Some("/mv/c"), 3)
+        .await
+        .unwrap();
+    assert!(page.items.is_empty());
+    assert!(!page.more);
+
+    // The future is refused.
+    match list_at(s, "/mv/", now + 1, None, 0).await {
+        Err(StoreError::FutureRevision(r)) => assert_eq!(r, now + 1),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // After compaction the compacted revision itself and later ones are still readable.
+    s.compact(c.mod_revision).await.unwrap();
+    match list_at(s, "/mv/", b.mod_revision, None, 0).await {
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }) => {
+            assert_eq!(requested, b.mod_revision);
+            assert_eq!(compacted, c.mod_revision);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_at(s, "/mv/", c.mod_revision, &[&a, &b, &c]).await;
+    assert_at(s, "/mv/", c_deleted, &[&a, &b2]).await;
+    assert_at(s, "/mv/", a_deleted, &[&b2, &d]).await;
+    s.compact(now).await.unwrap();
+    assert_at(s, "/mv/", now, &[&a2, &b3, &d]).await;
+    assert!(matches!(
+        list_at(s, "/mv/", now - 1, None, 0).await,
+        Err(StoreError::Compacted { .. })
+    ));
+}
+
+/// Paging through a past revision while other writes change the same keys gives exactly the
+/// snapshot of that revision.
+async fn list_at_revision_pages_under_writes<S: Store + Clone>(s: &S) {
+    let mut expected = Vec::new();
+    for i in 0..60 {
+        expected.push(s.create(&format!("/pg/{i:02}"), vec![i]).await.unwrap());
+    }
+    let at = s.current_revision().await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let s = s.clone();
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut round = 0u8;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                round = round.wrapping_add(1);
+                for i in (0..60).step_by(3) {
+                    let key = format!("/pg/{i:02}");
+                    match s.get(&key).await.unwrap() {
+                        Some(kv) if round.is_multiple_of(2) => {
+                            s.delete(&key, Some(kv.mod_revision)).await.unwrap();
+                        }
+                        Some(kv) => {
+                            s.update(&key, vec![round], kv.mod_revision).await.unwrap();
+                        }
+                        None => {
+                            s.create(&key, vec![round]).await.unwrap();
+                        }
+                    }
+                    // New keys between the snapshot's ones.
+                    s.create(&format!("/pg/{i:02}-{round}"), vec![]).await.ok();
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        // Let the writer make progress between pages.
+        while s.current_revision().await.unwrap() < at + 20 * (pages + 1) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let page = list_at(s, "/pg/", at, cursor.as_deref(), 7).await.unwrap();
+        assert_eq!(page.revision, at);
+        pages += 1;
+        let left = expected.len() - seen.len() - page.items.len();
+        assert_eq!(page.remaining, left as i64);
+        assert_eq!(page.more, left > 0);
+        cursor = page.items.last().map(|kv| kv.key.clone());
+        seen.extend(page.items);
+        if !page.more {
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.await.unwrap();
+    assert_eq!(pages, 9);
+    assert_eq!(seen, expected);
+    // The current state did move on meanwhile.
+    assert_ne!(
+        s.list("/pg/", ListOptions::default()).await.unwrap().items,
+        expected
+    );
 }
 
 async fn watch_replay_then_live<S: Store>(s: &S) {
@@ -439,6 +651,8 @@ contract_tests!(
     watch_compacted,
     concurrent_writers,
     cas_race,
+    list_at_past_revisions,
+    list_at_revision_pages_under_writes,
 );
 
 /// A watcher that does not read while many batches pass resyncs from history and still sees
@@ -502,6 +716,18 @@ async fn memory_history_limit_compacts() {
     ));
     let mut w = s.watch("/h/", 20).await.unwrap();
     assert_eq!(next(&mut w).await.revision(), 21);
+    // Lists at past revisions follow the same automatic compaction.
+    assert!(matches!(
+        list_at(&s, "/h/", 19, None, 0).await,
+        Err(StoreError::Compacted {
+            requested: 19,
+            compacted: 20
+        })
+    ));
+    assert_eq!(
+        list_at(&s, "/h/", 20, None, 0).await.unwrap().items.len(),
+        20
+    );
 }
 
 fn sqlite_opts() -> SqliteOptions {
@@ -543,8 +769,12 @@ async fn sqlite_survives_reopen() {
     let s = SqliteStore::open(&path, sqlite_opts()).unwrap();
     assert_eq!(s.current_revision().await.unwrap(), rev);
     assert_eq!(s.get("/k/a").await.unwrap(), Some(a.clone()));
-    assert_eq!(s.get("/k/b").await.unwrap(), Some(b2));
+    assert_eq!(s.get("/k/b").await.unwrap(), Some(b2.clone()));
     assert!(s.get("/k/c").await.unwrap().is_none());
+    // Lists at past revisions too.
+    assert_at(&s, "/k/", b.mod_revision, &[&a, &b]).await;
+    assert_at(&s, "/k/", c.mod_revision, &[&a, &b2, &c]).await;
+    assert_at(&s, "/k/", rev, &[&a, &b2]).await;
     // History survives too.
     let mut w = s.watch("/k/", a.mod_revision).await.unwrap();
     assert_eq!(next(&mut w).await.revision(), b.mod_revision);
@@ -614,6 +844,42 @@ async fn sqlite_new_database_uses_incremental_vacuum_and_wal() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
+}
+
+/// A database made before the `log(key, rev)` index existed opens, gets the index and serves
+/// lists at past revisions from the history it already had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_database_without_log_index_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let s = SqliteStore::open(&path, sqlite_opts()).unwrap();
+    let a = s.create("/u/a", b"a".to_vec()).await.unwrap();
+    let a2 = s
+        .update("/u/a", b"a2".to_vec(), a.mod_revision)
+        .await
+        .unwrap();
+    s.close().await;
+    drop(s);
+    let index_count = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'log_key_rev'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("DROP INDEX log_key_rev").unwrap();
+        assert_eq!(index_count(&conn), 0);
+    }
+    let s = SqliteStore::open(&path, sqlite_opts()).unwrap();
+    assert_at(&s, "/u/", a.mod_revision, &[&a]).await;
+    assert_at(&s, "/u/", a2.mod_revision, &[&a2]).await;
+    s.close().await;
+    drop(s);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(index_count(&conn), 1);
 }
 
 /// Under churn with automatic compaction, the database file and the WAL stay bounded.
