@@ -329,19 +329,18 @@ impl Api {
     ) -> Result<Response<Body>, ApiError> {
         let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))?;
         let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), r)?;
-        if q.get("resourceVersionMatch") == Some("Exact") {
-            if let Some(rv) = q.int("resourceVersion")? {
-                let current = self.objects.store.current_revision().await?;
-                if rv != current {
-                    return Err(ApiError::gone(format!(
-                        "too old resource version: {rv} ({current}): listing at an exact past revision is not supported"
-                    )));
-                }
-            }
-        }
+        let at = self.list_revision(r, q).await?;
         let page = self
             .objects
-            .list(r, ns, &labels, &fields, q.int("limit")?, q.get("continue"))
+            .list(
+                r,
+                ns,
+                &labels,
+                &fields,
+                q.int("limit")?,
+                q.get("continue"),
+                at,
+            )
             .await?;
         let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
         if let Some(c) = &page.continue_token {
@@ -361,6 +360,43 @@ impl Api {
             "items": page.items,
         });
         Ok(json_response(StatusCode::OK, &list, format, &[]))
+    }
+
+    /// The revision a list reads at, from `resourceVersion` and `resourceVersionMatch`:
+    /// `Exact` reads that past revision; otherwise the newest state, which is never older
+    /// than the one asked for.
+    async fn list_revision(&self, r: &ResourceInfo, q: &Query) -> Result<Option<i64>, ApiError> {
+        let rv = q.int("resourceVersion")?;
+        let unsupported = |message: String| {
+            ApiError::invalid(
+                r,
+                "",
+                vec![crate::status::Cause {
+                    reason: "FieldValueNotSupported".into(),
+                    message,
+                    field: "resourceVersionMatch".into(),
+                }],
+            )
+        };
+        match (q.get("resourceVersionMatch"), rv) {
+            (Some("Exact"), Some(rv)) if rv > 0 => Ok(Some(rv)),
+            (Some("Exact"), _) => Err(unsupported(
+                "Forbidden: resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\" or unset".into(),
+            )),
+            (None | Some("NotOlderThan"), Some(rv)) if rv > 0 => {
+                let current = self.objects.store.current_revision().await?;
+                if rv > current {
+                    let mut e = ApiError::new(504, "Timeout", format!("Too large resource version: {rv}, current: {current}"));
+                    e.retry_after_seconds = Some(1);
+                    return Err(e);
+                }
+                Ok(None)
+            }
+            (None | Some("NotOlderThan"), _) => Ok(None),
+            (Some(other), _) => Err(unsupported(format!(
+                "Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
+            ))),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -565,7 +601,7 @@ impl Api {
         let opts = delete_options(req)?;
         let page = self
             .objects
-            .list(r, ns, &labels, &fields, None, None)
+            .list(r, ns, &labels, &fields, None, None, None)
             .await?;
         let mut deleted = Vec::new();
         for item in page.items {

@@ -268,11 +268,16 @@ impl Objects {
         fields: &FieldSelector,
         limit: Option<i64>,
         continue_token: Option<&str>,
+        at: Option<Revision>,
     ) -> Result<ListPage, ApiError> {
         let prefix = prefix(resource, namespace);
-        let mut start_after = match continue_token {
-            Some(t) => Some(decode_continue(t, &prefix)?),
-            None => None,
+        // A continued list reads the same snapshot as its first page.
+        let (mut start_after, mut at) = match continue_token {
+            Some(t) => {
+                let (key, revision) = decode_continue(t, &prefix)?;
+                (Some(key), Some(revision))
+            }
+            None => (None, at),
         };
         let limit = limit.filter(|l| *l > 0).map(|l| l as usize);
         let filtered = !labels.is_empty() || !fields.is_empty();
@@ -287,12 +292,19 @@ impl Objects {
                     ListOptions {
                         start_after: start_after.clone(),
                         limit: want.map(|w| if filtered { w.max(64) } else { w }),
-                        ..Default::default()
+                        revision: at,
                     },
                 )
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    StoreError::Compacted { .. } if continue_token.is_some() => ApiError::gone(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                    ),
+                    e => e.into(),
+                })?;
             if revision == 0 {
                 revision = page.revision;
+                at = Some(revision);
             }
             let mut last_key = None;
             let mut stopped_early = false;
@@ -1077,7 +1089,7 @@ fn encode_continue(revision: Revision, start: &str) -> String {
     base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
 }
 
-fn decode_continue(token: &str, prefix: &str) -> Result<String, ApiError> {
+fn decode_continue(token: &str, prefix: &str) -> Result<(String, Revision), ApiError> {
     use base64::Engine;
     let bad = || {
         ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
@@ -1087,10 +1099,15 @@ fn decode_continue(token: &str, prefix: &str) -> Result<String, ApiError> {
         .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    let revision = v
+        .get("rv")
+        .and_then(Value::as_i64)
+        .filter(|r| *r > 0)
+        .ok_or_else(bad)?;
     if start.contains("..") || start.starts_with('/') {
         return Err(bad());
     }
-    Ok(format!("{prefix}{start}"))
+    Ok((format!("{prefix}{start}"), revision))
 }
 
 /// Creates the namespaces every cluster has, if missing.

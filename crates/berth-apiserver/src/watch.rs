@@ -108,7 +108,15 @@ pub async fn serve(
     let mut initial = Vec::new();
     let start = if send_initial {
         let page = objects
-            .list(r, namespace, &filter.labels, &filter.fields, None, None)
+            .list(
+                r,
+                namespace,
+                &filter.labels,
+                &filter.fields,
+                None,
+                None,
+                None,
+            )
             .await?;
         let at = page.resource_version.max(rv);
         initial = page

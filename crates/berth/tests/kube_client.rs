@@ -322,3 +322,70 @@ async fn static_bearer_tokens_authenticate() {
     assert_eq!(get("s3cret-token").await, "200");
     assert_eq!(get("wrong-token").await, "401");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paginated_and_exact_lists_read_one_snapshot() {
+    let c = Cluster::start();
+    let client = c.client().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..6 {
+        api.create(&PostParams::default(), &cm(&format!("snap-{i}"), "1"))
+            .await
+            .expect("create");
+    }
+    let first = api
+        .list(&ListParams::default().limit(2))
+        .await
+        .expect("first page");
+    let snapshot_rv = first.metadata.resource_version.clone().expect("rv");
+    let mut names: Vec<String> = first
+        .items
+        .iter()
+        .filter_map(|o| o.metadata.name.clone())
+        .collect();
+    // The world changes between pages; the pages still show the first page's snapshot.
+    api.delete("snap-5", &DeleteParams::default())
+        .await
+        .expect("delete");
+    api.create(&PostParams::default(), &cm("snap-9", "1"))
+        .await
+        .expect("create");
+    let mut token = first.metadata.continue_.clone();
+    while let Some(t) = token.filter(|t| !t.is_empty()) {
+        let page = api
+            .list(&ListParams::default().limit(2).continue_token(&t))
+            .await
+            .expect("page");
+        names.extend(page.items.iter().filter_map(|o| o.metadata.name.clone()));
+        token = page.metadata.continue_;
+    }
+    let want: Vec<String> = (0..6).map(|i| format!("snap-{i}")).collect();
+    assert_eq!(names, want);
+    // An exact list at the snapshot's revision shows it too; the current list does not.
+    let exact = api
+        .list(
+            &ListParams::default()
+                .at(&snapshot_rv)
+                .matching(kube::api::VersionMatch::Exact),
+        )
+        .await
+        .expect("exact list");
+    let exact_names: Vec<String> = exact
+        .items
+        .iter()
+        .filter_map(|o| o.metadata.name.clone())
+        .collect();
+    assert_eq!(exact_names, want);
+    let now: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .filter_map(|o| o.metadata.name.clone())
+        .collect();
+    assert!(
+        now.contains(&"snap-9".to_string()) && !now.contains(&"snap-5".to_string()),
+        "{now:?}"
+    );
+}
