@@ -4,7 +4,7 @@
 use crate::auth::UserInfo;
 use crate::discovery;
 use crate::objects::{
-    self, meta_str, DeleteOptions, FieldValidation, Objects, WriteOptions, Written,
+    self, meta_str, DeleteOptions, FieldValidation, ListQuery, Objects, WriteOptions, Written,
 };
 use crate::request::{self, Query, ResourcePath, Route};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -335,11 +335,13 @@ impl Api {
             .list(
                 r,
                 ns,
-                &labels,
-                &fields,
-                q.int("limit")?,
-                q.get("continue"),
-                at,
+                &ListQuery {
+                    labels: &labels,
+                    fields: &fields,
+                    limit: q.int("limit")?,
+                    continue_token: q.get("continue"),
+                    at,
+                },
             )
             .await?;
         let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
@@ -601,7 +603,7 @@ impl Api {
         let opts = delete_options(req)?;
         let page = self
             .objects
-            .list(r, ns, &labels, &fields, None, None, None)
+            .list(r, ns, &ListQuery::all(&labels, &fields))
             .await?;
         let mut deleted = Vec::new();
         for item in page.items {

@@ -47,6 +47,30 @@ pub struct Written {
     pub created: bool,
 }
 
+/// What a list asks for: selectors, page size and position, and the revision to read at.
+#[derive(Debug, Clone, Copy)]
+pub struct ListQuery<'a> {
+    pub labels: &'a LabelSelector,
+    pub fields: &'a FieldSelector,
+    pub limit: Option<i64>,
+    pub continue_token: Option<&'a str>,
+    /// Read this past revision (`None`: the newest state).
+    pub at: Option<Revision>,
+}
+
+impl<'a> ListQuery<'a> {
+    /// Every object matching the selectors, at the newest state.
+    pub fn all(labels: &'a LabelSelector, fields: &'a FieldSelector) -> Self {
+        ListQuery {
+            labels,
+            fields,
+            limit: None,
+            continue_token: None,
+            at: None,
+        }
+    }
+}
+
 /// A page of a list.
 #[derive(Debug, Clone)]
 pub struct ListPage {
@@ -264,12 +288,15 @@ impl Objects {
         &self,
         resource: &ResourceInfo,
         namespace: Option<&str>,
-        labels: &LabelSelector,
-        fields: &FieldSelector,
-        limit: Option<i64>,
-        continue_token: Option<&str>,
-        at: Option<Revision>,
+        query: &ListQuery<'_>,
     ) -> Result<ListPage, ApiError> {
+        let ListQuery {
+            labels,
+            fields,
+            limit,
+            continue_token,
+            at,
+        } = *query;
         let prefix = prefix(resource, namespace);
         // A continued list reads the same snapshot as its first page.
         let (mut start_after, mut at) = match continue_token {
@@ -1139,8 +1166,8 @@ mod tests {
     fn continue_tokens_round_trip() {
         let t = encode_continue(42, "demo/web");
         assert_eq!(
-            decode_continue(&t, "/registry/core/pods/").ok().as_deref(),
-            Some("/registry/core/pods/demo/web")
+            decode_continue(&t, "/registry/core/pods/").ok(),
+            Some(("/registry/core/pods/demo/web".to_string(), 42))
         );
         assert!(decode_continue("!!", "/x/").is_err());
     }

@@ -2,7 +2,7 @@
 //! newline-delimited JSON, with selectors, initial events, bookmarks and timeouts.
 
 use crate::handlers::{table_of, Body, Format};
-use crate::objects::{decode, Objects};
+use crate::objects::{decode, ListQuery, Objects};
 use crate::request::Query;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
@@ -111,11 +111,7 @@ pub async fn serve(
             .list(
                 r,
                 namespace,
-                &filter.labels,
-                &filter.fields,
-                None,
-                None,
-                None,
+                &ListQuery::all(&filter.labels, &filter.fields),
             )
             .await?;
         let at = page.resource_version.max(rv);
