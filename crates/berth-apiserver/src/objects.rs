@@ -705,6 +705,20 @@ impl Objects {
                 json!(if changed { gen + 1 } else { gen }),
             );
         }
+        if meta_str(&old, "deletionTimestamp").is_some() {
+            let before = finalizers(&old);
+            if let Some(added) = finalizers(&new).into_iter().find(|f| !before.contains(f)) {
+                return Err(ApiError::invalid(
+                    resource,
+                    name,
+                    vec![Cause {
+                        reason: "FieldValueForbidden".into(),
+                        message: format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{\"{added}\"}}"),
+                        field: "metadata.finalizers".into(),
+                    }],
+                ));
+            }
+        }
         self.validate(resource, &new, Some(&old))?;
         new = berth_patch::managed_fields::record_update(
             &old,
