@@ -146,6 +146,7 @@ pub fn key(resource: &ResourceInfo, namespace: Option<&str>, name: &str) -> Stri
 }
 
 pub fn prefix(resource: &ResourceInfo, namespace: Option<&str>) -> String {
+    let resource = berth_api::storage::storage_of(resource);
     let group = if resource.group.is_empty() {
         "core"
     } else {
@@ -157,22 +158,29 @@ pub fn prefix(resource: &ResourceInfo, namespace: Option<&str>) -> String {
     }
 }
 
-/// Decodes a stored value and stamps its `resourceVersion`.
-pub fn decode(bytes: &[u8], revision: Revision) -> Result<Value, ApiError> {
-    let mut obj: Value = serde_json::from_slice(bytes)
+/// Decodes a stored value into `resource`'s form and stamps its `resourceVersion`.
+pub fn decode(
+    resource: &ResourceInfo,
+    bytes: &[u8],
+    revision: Revision,
+) -> Result<Value, ApiError> {
+    let stored: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::internal(format!("failed to decode stored object: {e}")))?;
+    let mut obj = berth_api::storage::from_storage(resource, stored);
     if obj.is_object() {
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(revision.to_string()));
     }
     Ok(obj)
 }
 
-fn encode(obj: &Value) -> Result<Vec<u8>, ApiError> {
-    let mut copy = obj.clone();
-    if let Some(m) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
+/// The stored bytes of an object given in `resource`'s form (without `resourceVersion`,
+/// which is the store's revision).
+fn encode(resource: &ResourceInfo, obj: &Value) -> Result<Vec<u8>, ApiError> {
+    let mut stored = berth_api::storage::to_storage(resource, obj);
+    if let Some(m) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
     }
-    serde_json::to_vec(&copy)
+    serde_json::to_vec(&stored)
         .map_err(|e| ApiError::internal(format!("failed to encode object: {e}")))
 }
 
@@ -278,7 +286,10 @@ impl Objects {
         name: &str,
     ) -> Result<Option<(Value, Revision)>, ApiError> {
         match self.store.get(&key(resource, namespace, name)).await? {
-            Some(kv) => Ok(Some((decode(&kv.value, kv.mod_revision)?, kv.mod_revision))),
+            Some(kv) => Ok(Some((
+                decode(resource, &kv.value, kv.mod_revision)?,
+                kv.mod_revision,
+            ))),
             None => Ok(None),
         }
     }
@@ -337,7 +348,7 @@ impl Objects {
             let mut stopped_early = false;
             let n = page.items.len();
             for (i, kv) in page.items.into_iter().enumerate() {
-                let obj = decode(&kv.value, kv.mod_revision)?;
+                let obj = decode(resource, &kv.value, kv.mod_revision)?;
                 last_key = Some(kv.key);
                 if labels.matches(&obj) && fields.matches(&obj) {
                     items.push(obj);
@@ -586,7 +597,7 @@ impl Objects {
             });
         }
         let k = key(resource, ns.as_deref(), &name);
-        match self.store.create(&k, encode(&obj)?).await {
+        match self.store.create(&k, encode(resource, &obj)?).await {
             Ok(kv) => {
                 meta_mut(&mut obj)
                     .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
@@ -786,7 +797,11 @@ impl Objects {
                 created: false,
             });
         }
-        match self.store.update(&k, encode(&new)?, old_rev).await {
+        match self
+            .store
+            .update(&k, encode(resource, &new)?, old_rev)
+            .await
+        {
             Ok(kv) => {
                 meta_mut(&mut new)
                     .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
@@ -905,7 +920,11 @@ impl Objects {
             }
             match self
                 .store
-                .update(&key(resource, namespace, name), encode(&new)?, rev)
+                .update(
+                    &key(resource, namespace, name),
+                    encode(resource, &new)?,
+                    rev,
+                )
                 .await
             {
                 Ok(kv) => {

@@ -183,7 +183,7 @@ pub async fn serve(
                         }
                         Some(Ok(event)) => {
                             last = event.revision();
-                            match translate(&event, &filter) {
+                            match translate(r, &event, &filter) {
                                 Ok(Some((kind, obj))) => event_line(kind, obj, r, format, &q),
                                 Ok(None) => continue,
                                 Err(e) => event_line("ERROR", e.to_status(), r, format, &q),
@@ -210,12 +210,16 @@ pub async fn serve(
 
 /// Maps a store event to a watch event, as seen through the selectors: an object that
 /// stops matching is DELETED for this watcher, one that starts matching is ADDED.
-fn translate(event: &Event, filter: &Filter) -> Result<Option<(&'static str, Value)>, ApiError> {
+fn translate(
+    r: &ResourceInfo,
+    event: &Event,
+    filter: &Filter,
+) -> Result<Option<(&'static str, Value)>, ApiError> {
     match event {
         Event::Put { kv, prev } => {
-            let new = decode(&kv.value, kv.mod_revision)?;
+            let new = decode(r, &kv.value, kv.mod_revision)?;
             let old_match = match prev {
-                Some(p) => filter.matches(&decode(&p.value, p.mod_revision)?),
+                Some(p) => filter.matches(&decode(r, &p.value, p.mod_revision)?),
                 None => false,
             };
             let new_match = filter.matches(&new);
@@ -227,7 +231,7 @@ fn translate(event: &Event, filter: &Filter) -> Result<Option<(&'static str, Val
             })
         }
         Event::Delete { prev, revision } => {
-            let old = decode(&prev.value, *revision)?;
+            let old = decode(r, &prev.value, *revision)?;
             Ok(filter.matches(&old).then_some(("DELETED", old)))
         }
     }

@@ -199,3 +199,41 @@ async fn deletecollection_and_streaming_list_watch() {
     deleted.sort();
     assert_eq!(deleted, vec!["a", "b"]);
 }
+
+#[test]
+fn events_are_shared_between_core_and_events_api() {
+    let c = Cluster::start();
+    c.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: pulled.1\n  namespace: default\neventTime: \"2026-01-01T00:00:00.000000Z\"\nreportingController: berth.dev/node\nreportingInstance: node-a\naction: Pulling\nreason: Pulled\nnote: image pulled\ntype: Normal\nregarding:\n  kind: Pod\n  name: web\n  namespace: default\n",
+    );
+    let core = c.kubectl(&[
+        "get",
+        "events.v1.",
+        "pulled.1",
+        "-o",
+        "jsonpath={.involvedObject.name}/{.message}/{.reportingComponent}",
+    ]);
+    assert_eq!(core, "web/image pulled/berth.dev/node");
+    let listed = c.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web",
+        "-o",
+        "name",
+    ]);
+    assert!(listed.contains("pulled.1"), "{listed}");
+    c.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: Event\nmetadata:\n  name: created.1\n  namespace: default\ninvolvedObject:\n  kind: Pod\n  name: web\n  namespace: default\nreason: Created\nmessage: container created\ntype: Normal\nsource:\n  component: kubelet\n",
+    );
+    let v1 = c.kubectl(&[
+        "get",
+        "events.v1.events.k8s.io",
+        "created.1",
+        "-o",
+        "jsonpath={.regarding.name}/{.note}/{.deprecatedSource.component}",
+    ]);
+    assert_eq!(v1, "web/container created/kubelet");
+}
