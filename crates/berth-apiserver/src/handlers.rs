@@ -207,21 +207,21 @@ impl Api {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 Ok(if accept.contains("proto-openapi.spec.v2") {
-                    raw_json(
+                    static_body(
                         berth_api::openapi::v2_protobuf(),
                         "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
                     )
                 } else {
-                    raw_json(berth_api::openapi::v2_json(), "application/json")
+                    static_body(berth_api::openapi::v2_json(), "application/json")
                 })
             }
-            Route::OpenApiV3Index => Ok(raw_json(
+            Route::OpenApiV3Index => Ok(static_body(
                 berth_api::openapi::v3_index_json(),
                 "application/json",
             )),
             Route::OpenApiV3(path) => berth_api::openapi::v3_group_version_json(&path)
                 .map(|(bytes, hash)| {
-                    let mut r = raw_json(bytes, "application/json");
+                    let mut r = static_body(bytes, "application/json");
                     if let Ok(v) = header::HeaderValue::from_str(&format!("\"{hash}\"")) {
                         r.headers_mut().insert(header::ETAG, v);
                     }
@@ -252,12 +252,7 @@ impl Api {
             }
             (&Method::GET, Some(name), Some("scale")) if r.subresources.scale => {
                 let obj = self.objects.get(r, ns, name).await?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &scale_of(r, &obj),
-                    format,
-                    &[],
-                ))
+                Ok(json_response(StatusCode::OK, &scale_of(&obj), format, &[]))
             }
             (&Method::POST, None, None) => {
                 let obj = decode_body(&req)?;
@@ -450,7 +445,7 @@ impl Api {
             .await?;
         Ok(json_response(
             StatusCode::OK,
-            &scale_of(r, &w.object),
+            &scale_of(&w.object),
             format,
             &w.warnings,
         ))
@@ -508,32 +503,14 @@ impl Api {
         let force = req.query.flag("force");
         for _ in 0..8 {
             let current = self.objects.current(r, ns, name).await?;
-            let Some((live, rev)) = current else {
-                if ctype == "application/apply-patch+yaml" && sub.is_none() {
-                    let applied = berth_patch::managed_fields::apply(
-                        &Value::Null,
-                        &patch,
-                        &opts.field_manager,
-                        force,
-                        &schema,
-                        r.definition,
-                        &r.api_version(),
-                        &objects::now(),
-                    )
-                    .map_err(|e| apply_error(r, name, e))?;
-                    let w = self
-                        .objects
-                        .create(r, ns, with_name(applied, name), &opts)
-                        .await?;
-                    return Ok(written(w, format));
-                }
-                return Err(ApiError::not_found(r, name));
-            };
-            // The document a patch applies to: the object, or its Scale.
-            let target = if sub == Some("scale") {
-                scale_of(r, &live)
-            } else {
-                live.clone()
+            let apply = ctype == "application/apply-patch+yaml";
+            // The document a patch applies to: the object, its Scale, or nothing for an apply
+            // that creates the object.
+            let target = match (&current, sub) {
+                (Some((live, _)), Some("scale")) => scale_of(live),
+                (Some((live, _)), _) => live.clone(),
+                (None, None) if apply => Value::Null,
+                (None, _) => return Err(ApiError::not_found(r, name)),
             };
             let new = match ctype.as_str() {
                 "application/json-patch+json" => {
@@ -562,6 +539,13 @@ impl Api {
                     &objects::now(),
                 )
                 .map_err(|e| apply_error(r, name, e))?,
+            };
+            let Some((live, rev)) = current else {
+                let w = self
+                    .objects
+                    .create(r, ns, with_name(new, name), &opts)
+                    .await?;
+                return Ok(written(w, format));
             };
             // A patch may carry a resourceVersion precondition.
             if let Some(rv) = new
@@ -693,7 +677,7 @@ fn not_found_path() -> ApiError {
     )
 }
 
-fn raw_json(bytes: &'static [u8], ctype: &str) -> Response<Body> {
+fn static_body(bytes: &'static [u8], ctype: &str) -> Response<Body> {
     Response::builder()
         .header(header::CONTENT_TYPE, ctype)
         .body(full(Bytes::from_static(bytes)))
@@ -771,7 +755,7 @@ pub fn table_of(r: &ResourceInfo, items: &[Value], metadata: Value, q: &Query) -
 }
 
 /// The `autoscaling/v1` Scale view of an object with `spec.replicas`.
-fn scale_of(r: &ResourceInfo, obj: &Value) -> Value {
+fn scale_of(obj: &Value) -> Value {
     let selector = obj
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
@@ -785,7 +769,6 @@ fn scale_of(r: &ResourceInfo, obj: &Value) -> Value {
         })
         .unwrap_or_default();
     let m = obj.get("metadata").cloned().unwrap_or(json!({}));
-    let _ = r;
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
