@@ -57,6 +57,8 @@ pub enum StartError {
 /// A running API server.
 pub struct ApiServer {
     pub address: SocketAddr,
+    /// The URL clients use (the one in the kubeconfig).
+    pub url: String,
     pub kubeconfig: PathBuf,
     shutdown: signal::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -168,6 +170,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<ApiServer, S
     ready.store(true, Ordering::Release);
     Ok(ApiServer {
         address,
+        url,
         kubeconfig,
         shutdown: tx,
         task,

@@ -113,8 +113,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         "API server ready"
     );
     println!(
-        "berth server ready on https://{}; export KUBECONFIG={}",
-        api.address,
+        "berth server ready on {}; export KUBECONFIG={}",
+        api.url,
         api.kubeconfig.display()
     );
 
