@@ -826,6 +826,11 @@ impl Objects {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<(Value, bool), ApiError> {
+        if resource.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name) {
+            return Err(ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
+        }
         for _ in 0..8 {
             let Some((obj, rev)) = self.get_opt(resource, namespace, name).await? else {
                 return Err(ApiError::not_found(resource, name));
@@ -930,6 +935,9 @@ impl Objects {
         Err(ApiError::stale(resource, name))
     }
 }
+
+/// Namespaces the cluster needs, which upstream's lifecycle admission refuses to delete.
+const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
 /// The grace period of a delete: only pods bound to a node and not finished get one.
 fn graceful_seconds(resource: &ResourceInfo, obj: &Value, requested: Option<i64>) -> i64 {

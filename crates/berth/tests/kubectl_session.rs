@@ -32,6 +32,8 @@ fn discovery_and_explain() {
         "{explain}"
     );
     assert!(explain.contains("rollingUpdate"), "{explain}");
+    let err = c.kubectl_fails(&["delete", "ns", "kube-system"], None);
+    assert!(err.contains("may not be deleted"), "{err}");
     let nss = c.kubectl(&["get", "ns"]);
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(nss.contains(ns), "{nss}");
