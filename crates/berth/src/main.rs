@@ -43,6 +43,9 @@ struct ServerArgs {
     /// The CIDR Services get their cluster IPs from.
     #[arg(long, default_value = "10.43.0.0/16")]
     service_cidr: String,
+    /// The name this machine registers as a Node (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
     /// Seconds between automatic compactions of the datastore's history.
     #[arg(long, default_value_t = 30)]
     compaction_interval_seconds: u64,
@@ -125,22 +128,40 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .context("failed to load the kubeconfig")?;
     let client = kube::Client::try_from(client_config).context("failed to build the API client")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let controllers = tokio::spawn(berth_controllers::namespace::run(client, async move {
-        let mut rx = stop_rx;
-        let _ = rx.wait_for(|v| *v).await;
-    }));
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    let node_name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_lowercase())
+            .unwrap_or_else(|_| "berth".to_string()),
+    };
+    let parts = vec![
+        tokio::spawn(berth_controllers::namespace::run(client.clone(), stopped())),
+        tokio::spawn(berth_node::run(
+            client,
+            berth_node::NodeConfig::new(node_name, args.data_dir.clone()),
+            stopped(),
+        )),
+    ];
 
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    // A controller still starting its watches may not see the signal: give it a moment, then
-    // stop it (it keeps no state of its own; the next start picks up where the world is).
-    let abort = controllers.abort_handle();
-    if tokio::time::timeout(std::time::Duration::from_millis(500), controllers)
-        .await
-        .is_err()
-    {
-        abort.abort();
+    // A part still starting its watches may not see the signal: give it a moment, then stop
+    // it (parts keep no state of their own; the next start picks up where the world is).
+    for part in parts {
+        let abort = part.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_millis(500), part)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
     api.shutdown().await;
     store.close().await;

@@ -237,3 +237,54 @@ fn events_are_shared_between_core_and_events_api() {
     ]);
     assert_eq!(v1, "web/container created/kubelet");
 }
+
+#[test]
+fn the_server_registers_its_node_with_a_lease() {
+    let c = Cluster::start_with(&["--node-name", "berth-test-node"]);
+    c.eventually(
+        "the node to register",
+        std::time::Duration::from_secs(20),
+        || {
+            c.kubectl_output(&["get", "node", "berth-test-node"], None)
+                .status
+                .success()
+        },
+    );
+    c.eventually(
+        "the node to report its status",
+        std::time::Duration::from_secs(20),
+        || {
+            !c.kubectl(&[
+                "get",
+                "node",
+                "berth-test-node",
+                "-o",
+                "jsonpath={.status.capacity.cpu}",
+            ])
+            .is_empty()
+        },
+    );
+    let wide = c.kubectl(&["get", "node", "-o", "wide"]);
+    assert!(
+        wide.contains("berth-test-node") && wide.contains("v1.33.0-berth"),
+        "{wide}"
+    );
+    let ready = c.kubectl(&[
+        "get",
+        "node",
+        "berth-test-node",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+    ]);
+    assert!(!ready.is_empty(), "Ready condition reported");
+    let holder = c.kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-node-lease",
+        "berth-test-node",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(holder, "berth-test-node");
+}

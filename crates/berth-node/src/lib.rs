@@ -1,0 +1,45 @@
+//! The berth node agent: registers this machine as a Node, keeps its Lease and status fresh.
+//! It is a client of the API server only, so it runs in `berth server` or on another machine
+//! with the same code.
+
+pub mod host;
+pub mod status;
+
+use std::time::Duration;
+
+/// Configuration of the node agent.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The Node's name (default: the host name).
+    pub name: String,
+    /// Directory whose filesystem holds the node's data (for ephemeral-storage capacity).
+    pub data_dir: std::path::PathBuf,
+    /// How often the Lease is renewed.
+    pub lease_interval: Duration,
+    /// How often the Node's status is reported when nothing changes.
+    pub status_interval: Duration,
+    /// The most pods this node runs.
+    pub max_pods: u32,
+}
+
+impl NodeConfig {
+    /// Defaults as upstream's kubelet: lease renewed every 10 s, status every minute, 110 pods.
+    pub fn new(name: String, data_dir: std::path::PathBuf) -> Self {
+        NodeConfig {
+            name,
+            data_dir,
+            lease_interval: Duration::from_secs(10),
+            status_interval: Duration::from_secs(60),
+            max_pods: 110,
+        }
+    }
+}
+
+/// Runs the node agent until `shutdown` resolves.
+pub async fn run(
+    client: kube::Client,
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    status::run(client, config, shutdown).await
+}
