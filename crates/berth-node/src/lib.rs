@@ -3,6 +3,7 @@
 //! with the same code.
 
 pub mod host;
+pub mod podstatus;
 pub mod status;
 
 use std::time::Duration;
