@@ -9,10 +9,11 @@
 //! what we use.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -56,6 +57,16 @@ pub enum CniError {
         msg: String,
         /// Further details, possibly empty.
         details: String,
+    },
+    /// The plugin did not finish in time and was killed.
+    #[error("failed to {command} network with CNI plugin {plugin}: no answer within {timeout:?}")]
+    Timeout {
+        /// The plugin type.
+        plugin: String,
+        /// `ADD`, `DEL` or `CHECK`.
+        command: String,
+        /// The limit.
+        timeout: Duration,
     },
     /// The plugin succeeded but printed something that is not a CNI result.
     #[error("failed to decode the result of CNI plugin {plugin}: {reason}")]
@@ -236,10 +247,14 @@ impl CniResult {
     }
 }
 
+/// How long one plugin may run before it is killed, unless configured otherwise.
+pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Runs CNI plugins from one plugin directory.
 #[derive(Debug, Clone)]
 pub struct CniRuntime {
     plugin_dir: PathBuf,
+    timeout: Duration,
 }
 
 impl CniRuntime {
@@ -247,7 +262,14 @@ impl CniRuntime {
     pub fn new(plugin_dir: impl Into<PathBuf>) -> Self {
         Self {
             plugin_dir: plugin_dir.into(),
+            timeout: DEFAULT_PLUGIN_TIMEOUT,
         }
+    }
+
+    /// The same runtime with another per-plugin time limit.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The plugin directory.
@@ -343,15 +365,40 @@ impl CniRuntime {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn_err)?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(&stdin_data).map_err(spawn_err)?;
+        // Readers on their own threads so that a chatty plugin never blocks on a full pipe.
+        let stdout_reader = child.stdout.take().map(spawn_reader);
+        let stderr_reader = child.stderr.take().map(spawn_reader);
+        let written = child
+            .stdin
+            .take()
+            .map_or(Ok(()), |mut stdin| stdin.write_all(&stdin_data));
+        let status = match wait_with_timeout(&mut child, self.timeout) {
+            Ok(Some(status)) => status,
+            Ok(None) => {
+                // Our own child, killed by its handle.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CniError::Timeout {
+                    plugin: plugin.to_string(),
+                    command: op.as_str().to_string(),
+                    timeout: self.timeout,
+                });
+            }
+            Err(e) => return Err(spawn_err(e)),
+        };
+        let collect = |r: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            r.and_then(|h| h.join().ok()).unwrap_or_default()
+        };
+        let stdout_bytes = collect(stdout_reader);
+        let stderr_bytes = collect(stderr_reader);
+        let stdout = String::from_utf8_lossy(&stdout_bytes);
+        let stderr = String::from_utf8_lossy(&stderr_bytes);
+        if !status.success() {
+            return Err(plugin_error(plugin, op, &stdout, &stderr, status));
         }
-        let out = child.wait_with_output().map_err(spawn_err)?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() {
-            return Err(plugin_error(plugin, op, &stdout, &stderr, out.status));
-        }
+        // A plugin that exits before reading all of stdin fails above; one that
+        // succeeded without reading it is still a success.
+        drop(written);
         if stdout.trim().is_empty() {
             return Ok(Value::Null);
         }
@@ -359,6 +406,35 @@ impl CniRuntime {
             plugin: plugin.to_string(),
             reason: format!("{e}: {stdout}"),
         })
+    }
+}
+
+fn spawn_reader<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Waits for `child` up to `timeout`, polling with a growing interval (plugins usually
+/// finish within milliseconds, so the first checks come quickly).
+fn wait_with_timeout(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    let mut interval = Duration::from_micros(500);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(interval.min(deadline - now));
+        interval = (interval * 2).min(Duration::from_millis(20));
     }
 }
 
@@ -545,6 +621,34 @@ mod tests {
         );
         let e = plugin_error("x", Operation::Del, "", "panic text", status);
         assert!(e.to_string().contains("panic text"));
+    }
+
+    #[test]
+    fn hung_plugins_are_killed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plugin = dir.path().join("hang");
+        std::fs::write(&plugin, "#!/bin/sh\nexec sleep 30\n").expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let runtime = CniRuntime::new(dir.path()).with_timeout(Duration::from_millis(200));
+        let start = Instant::now();
+        let mut e = runtime
+            .exec(Operation::Add, &json!({"type": "hang"}), &rt())
+            .expect_err("timeout");
+        // Another test thread's fork may briefly hold the script open for writing.
+        for _ in 0..20 {
+            match &e {
+                CniError::Spawn { source, .. } if source.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    e = runtime
+                        .exec(Operation::Add, &json!({"type": "hang"}), &rt())
+                        .expect_err("timeout");
+                }
+                _ => break,
+            }
+        }
+        assert!(matches!(e, CniError::Timeout { .. }), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
