@@ -1,0 +1,34 @@
+//! berth's node image store.
+//!
+//! A content-addressed store on disk (`blobs/sha256/<hex>`, digests verified on every
+//! write), an index of image names (written atomically), import of OCI image layout and
+//! `docker save` tarballs (streamed, every digest and diff_id verified), and unpacking of
+//! layers — once each, shared read-only — into directories that overlayfs uses as
+//! lowerdirs, with OCI whiteouts turned into overlay whiteouts.
+//!
+//! The API is synchronous: it does file IO and hashing. Async callers wrap calls in
+//! `tokio::task::spawn_blocking`.
+//!
+//! ```text
+//! <dir>/blobs/sha256/<hex>    manifests, configs, layer blobs (compressed as imported)
+//! <dir>/layers/<diff_id hex>/ an unpacked layer, complete once it exists
+//! <dir>/index.json            image names → manifest digest, id
+//! <dir>/tmp/                  in-progress imports (removed on failure and at open)
+//! <dir>/lock                  flock'ed while the index is changed
+//! ```
+
+mod digest;
+mod error;
+mod import;
+mod reference;
+pub mod spec;
+mod store;
+#[allow(unsafe_code)]
+mod sys;
+pub mod testing;
+mod unpack;
+
+pub use digest::Digest;
+pub use error::ImageError;
+pub use reference::{normalize_reference, Reference, DEFAULT_DOMAIN, DEFAULT_TAG};
+pub use store::{Image, ImageConfig, ImageInfo, ImageRef, ImageStore, Layer, Removed};

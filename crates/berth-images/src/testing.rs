@@ -1,0 +1,393 @@
+//! Building test images in-process: layers with any entries (including whiteouts and
+//! deliberately malicious paths), OCI-layout and `docker save` tarballs, and a busybox
+//! image made from the host's `/bin/busybox` (Debian's `busybox-static`). Used by this
+//! crate's tests and by the node agent's; no registry is needed.
+//!
+//! Everything here builds tarballs in memory: test images are small.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::Command;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+use crate::digest::Digest;
+use crate::spec::{
+    ConfigFile, ContainerConfig, Descriptor, Index, Manifest, RootFs, ANNOTATION_REF_NAME,
+    MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_GZIP,
+    MEDIA_TYPE_OCI_MANIFEST,
+};
+
+/// The mtime given to every entry, so builds are reproducible.
+const MTIME: u64 = 946_684_800;
+
+/// Builds one layer tar, entry by entry.
+pub struct LayerBuilder {
+    tar: tar::Builder<Vec<u8>>,
+}
+
+impl Default for LayerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LayerBuilder {
+    /// An empty layer.
+    pub fn new() -> Self {
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.mode(tar::HeaderMode::Deterministic);
+        LayerBuilder { tar }
+    }
+
+    /// Appends an entry with a raw (unchecked) path, so tests can build hostile layers.
+    pub fn raw(
+        &mut self,
+        path: &str,
+        kind: tar::EntryType,
+        mode: u32,
+        link: Option<&str>,
+        data: &[u8],
+    ) -> io::Result<&mut Self> {
+        let mut h = tar::Header::new_ustar();
+        let name = path.as_bytes();
+        if name.len() > 100 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "path longer than 100 bytes",
+            ));
+        }
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        if let Some(link) = link {
+            let l = link.as_bytes();
+            if l.len() > 100 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "link longer than 100 bytes",
+                ));
+            }
+            h.as_old_mut().linkname[..l.len()].copy_from_slice(l);
+        }
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(MTIME);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        self.tar.append(&h, data)?;
+        Ok(self)
+    }
+
+    /// A directory.
+    pub fn dir(&mut self, path: &str, mode: u32) -> io::Result<&mut Self> {
+        self.raw(path, tar::EntryType::Directory, mode, None, &[])
+    }
+
+    /// A regular file.
+    pub fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> io::Result<&mut Self> {
+        self.raw(path, tar::EntryType::Regular, mode, None, data)
+    }
+
+    /// A regular file owned by `uid:gid`.
+    pub fn file_owned(
+        &mut self,
+        path: &str,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        data: &[u8],
+    ) -> io::Result<&mut Self> {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(path)?;
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(mode);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_mtime(MTIME);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        self.tar.append(&h, data)?;
+        Ok(self)
+    }
+
+    /// A symlink `path` → `target`.
+    pub fn symlink(&mut self, path: &str, target: &str) -> io::Result<&mut Self> {
+        self.raw(path, tar::EntryType::Symlink, 0o777, Some(target), &[])
+    }
+
+    /// A hard link `path` to the earlier entry `target`.
+    pub fn hardlink(&mut self, path: &str, target: &str) -> io::Result<&mut Self> {
+        self.raw(path, tar::EntryType::Link, 0o644, Some(target), &[])
+    }
+
+    /// An OCI whiteout hiding `dir/name` of lower layers.
+    pub fn whiteout(&mut self, dir: &str, name: &str) -> io::Result<&mut Self> {
+        let path = if dir.is_empty() {
+            format!(".wh.{name}")
+        } else {
+            format!("{}/.wh.{name}", dir.trim_end_matches('/'))
+        };
+        self.file(&path, 0o644, &[])
+    }
+
+    /// An OCI opaque marker: `dir` hides everything of lower layers.
+    pub fn opaque(&mut self, dir: &str) -> io::Result<&mut Self> {
+        self.file(
+            &format!("{}/.wh..wh..opq", dir.trim_end_matches('/')),
+            0o644,
+            &[],
+        )
+    }
+
+    /// Appends a file streamed from `src`.
+    pub fn file_from(&mut self, path: &str, mode: u32, src: &Path) -> io::Result<&mut Self> {
+        let f = File::open(src)?;
+        let mut h = tar::Header::new_ustar();
+        h.set_path(path)?;
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(MTIME);
+        h.set_size(f.metadata()?.len());
+        h.set_cksum();
+        self.tar.append(&h, f)?;
+        Ok(self)
+    }
+
+    /// The finished, uncompressed layer tar.
+    pub fn finish(self) -> io::Result<Vec<u8>> {
+        self.tar.into_inner()
+    }
+}
+
+/// A test image: layers (lowest first) and a config, written as either tarball format.
+#[derive(Debug, Clone, Default)]
+pub struct TestImage {
+    /// Uncompressed layer tars, lowest first.
+    pub layers: Vec<Vec<u8>>,
+    /// Whether to gzip layers.
+    pub gzip: bool,
+    /// The run-time config.
+    pub config: ContainerConfig,
+}
+
+/// A layer as it goes into a tarball.
+struct BuiltLayer {
+    blob: Vec<u8>,
+    digest: Digest,
+    media_type: &'static str,
+}
+
+impl TestImage {
+    fn built_layers(&self) -> io::Result<Vec<BuiltLayer>> {
+        self.layers
+            .iter()
+            .map(|tar| {
+                let (blob, media_type) = if self.gzip {
+                    let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+                    enc.write_all(tar)?;
+                    (enc.finish()?, MEDIA_TYPE_OCI_LAYER_GZIP)
+                } else {
+                    (tar.clone(), MEDIA_TYPE_OCI_LAYER)
+                };
+                Ok(BuiltLayer {
+                    digest: Digest::of(&blob),
+                    blob,
+                    media_type,
+                })
+            })
+            .collect()
+    }
+
+    /// The config blob.
+    pub fn config_json(&self) -> io::Result<Vec<u8>> {
+        let config = ConfigFile {
+            architecture: crate::spec::host_architecture().to_string(),
+            os: "linux".to_string(),
+            variant: None,
+            created: Some("2000-01-01T00:00:00Z".to_string()),
+            config: Some(self.config.clone()),
+            rootfs: RootFs {
+                kind: "layers".to_string(),
+                diff_ids: self.layers.iter().map(|l| Digest::of(l)).collect(),
+            },
+        };
+        serde_json::to_vec(&config).map_err(io::Error::other)
+    }
+
+    /// Writes an OCI image layout tarball, its manifest named `ref_name` (if any) by the
+    /// `org.opencontainers.image.ref.name` annotation.
+    pub fn write_oci(&self, out: &Path, ref_name: Option<&str>) -> io::Result<()> {
+        let layers = self.built_layers()?;
+        let config = self.config_json()?;
+        let config_digest = Digest::of(&config);
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_OCI_MANIFEST.to_string()),
+            config: Descriptor {
+                media_type: MEDIA_TYPE_OCI_CONFIG.to_string(),
+                digest: config_digest.clone(),
+                size: config.len() as u64,
+                platform: None,
+                annotations: BTreeMap::new(),
+            },
+            layers: layers
+                .iter()
+                .map(|l| Descriptor {
+                    media_type: l.media_type.to_string(),
+                    digest: l.digest.clone(),
+                    size: l.blob.len() as u64,
+                    platform: None,
+                    annotations: BTreeMap::new(),
+                })
+                .collect(),
+            annotations: BTreeMap::new(),
+        };
+        let manifest = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
+        let manifest_digest = Digest::of(&manifest);
+        let mut annotations = BTreeMap::new();
+        if let Some(r) = ref_name {
+            annotations.insert(ANNOTATION_REF_NAME.to_string(), r.to_string());
+        }
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_OCI_INDEX.to_string()),
+            manifests: vec![Descriptor {
+                media_type: MEDIA_TYPE_OCI_MANIFEST.to_string(),
+                digest: manifest_digest.clone(),
+                size: manifest.len() as u64,
+                platform: None,
+                annotations,
+            }],
+            annotations: BTreeMap::new(),
+        };
+        let index = serde_json::to_vec(&index).map_err(io::Error::other)?;
+
+        let mut files: Vec<(String, Vec<u8>)> = vec![
+            (
+                "oci-layout".to_string(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
+            ("index.json".to_string(), index),
+            (format!("blobs/sha256/{}", manifest_digest.hex()), manifest),
+            (format!("blobs/sha256/{}", config_digest.hex()), config),
+        ];
+        for l in layers {
+            files.push((format!("blobs/sha256/{}", l.digest.hex()), l.blob));
+        }
+        write_tar(out, &["blobs", "blobs/sha256"], &files)
+    }
+
+    /// Writes a `docker save` tarball (old layout: `<n>/layer.tar`, `<id>.json`).
+    pub fn write_docker_save(&self, out: &Path, repo_tags: &[&str]) -> io::Result<()> {
+        let layers = self.built_layers()?;
+        let config = self.config_json()?;
+        let config_name = format!("{}.json", Digest::of(&config).hex());
+        let layer_names: Vec<String> = (0..layers.len())
+            .map(|i| format!("layer{i}/layer.tar"))
+            .collect();
+        let manifest = serde_json::json!([{
+            "Config": config_name,
+            "RepoTags": repo_tags,
+            "Layers": layer_names,
+        }]);
+        let mut files = vec![(config_name, config)];
+        let mut dirs = Vec::new();
+        for (i, (l, name)) in layers.into_iter().zip(&layer_names).enumerate() {
+            dirs.push(format!("layer{i}"));
+            files.push((name.clone(), l.blob));
+        }
+        files.push((
+            "manifest.json".to_string(),
+            serde_json::to_vec(&manifest).map_err(io::Error::other)?,
+        ));
+        let dir_refs: Vec<&str> = dirs.iter().map(String::as_str).collect();
+        write_tar(out, &dir_refs, &files)
+    }
+}
+
+/// Writes a tar of `dirs` then `files`.
+pub fn write_tar(out: &Path, dirs: &[&str], files: &[(String, Vec<u8>)]) -> io::Result<()> {
+    let mut b = tar::Builder::new(File::create(out)?);
+    for d in dirs {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(d)?;
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_mtime(MTIME);
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, io::empty())?;
+    }
+    for (name, data) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name)?;
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_mtime(MTIME);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, data.as_slice())?;
+    }
+    b.into_inner()?.sync_all()
+}
+
+/// The busybox root filesystem layer: `/bin/busybox`, a symlink per applet in `/bin`,
+/// `/etc/passwd`, `/etc/group`, `/tmp` (1777) and empty mount points.
+pub fn busybox_layer() -> io::Result<Vec<u8>> {
+    let busybox = Path::new("/bin/busybox");
+    let out = Command::new(busybox).arg("--list").output()?;
+    if !out.status.success() {
+        return Err(io::Error::other("`/bin/busybox --list` failed"));
+    }
+    let list = String::from_utf8_lossy(&out.stdout);
+    let mut applets: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
+        .collect();
+    applets.sort_unstable();
+    applets.dedup();
+    let mut l = LayerBuilder::new();
+    for d in ["bin", "dev", "etc", "proc", "root", "sys", "var"] {
+        l.dir(d, 0o755)?;
+    }
+    l.dir("tmp", 0o1777)?;
+    l.file_from("bin/busybox", 0o755, busybox)?;
+    for a in applets {
+        l.symlink(&format!("bin/{a}"), "busybox")?;
+    }
+    l.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
+    l.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
+    l.finish()
+}
+
+/// The busybox test image (see [`busybox_layer`]), with `Cmd ["sh"]` and a `PATH`.
+pub fn busybox_image() -> io::Result<TestImage> {
+    Ok(TestImage {
+        layers: vec![busybox_layer()?],
+        gzip: true,
+        config: ContainerConfig {
+            env: Some(vec![
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            ]),
+            cmd: Some(vec!["sh".to_string()]),
+            ..Default::default()
+        },
+    })
+}
+
+/// Writes an OCI image layout tarball of busybox named `tag` (a reference such as
+/// `busybox:latest` or `localhost/busybox:1`), like `tools/busybox-image.sh`.
+pub fn build_busybox_oci_tar(out: &Path, tag: &str) -> io::Result<()> {
+    busybox_image()?.write_oci(out, Some(tag))
+}

@@ -1,0 +1,395 @@
+//! Real containers through crun and runc, each owned by a shim (this test binary re-executed
+//! as `<exe> shim ...`). Needs root; skips a runtime that is not installed. Every test
+//! removes the containers, mounts, cgroups and runtime state it made, also when it fails.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_runtime::bundle::is_mount_point;
+use berth_runtime::cgroup::{self, CgroupMode};
+use berth_runtime::{
+    ContainerError, ContainerManager, ContainerSpec, ContainerStatus, LogConfig, ManagerConfig,
+    Rootfs, RuntimeKind,
+};
+
+const APPLETS: &[&str] = &[
+    "sh", "echo", "sleep", "cat", "dd", "tail", "head", "true", "printf", "ls",
+];
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    layer: PathBuf,
+    manager: ContainerManager,
+    config: ManagerConfig,
+    kind: RuntimeKind,
+    cgroup_parent: String,
+    ids: Vec<String>,
+}
+
+impl Fixture {
+    fn new(kind: RuntimeKind, name: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-runtime-test")
+            .tempdir()
+            .expect("tempdir");
+        let layer = dir.path().join("layer");
+        fs::create_dir_all(layer.join("bin")).expect("mkdir bin");
+        for d in ["proc", "dev", "sys", "tmp", "etc", "root"] {
+            fs::create_dir_all(layer.join(d)).expect("mkdir");
+        }
+        fs::copy("/bin/busybox", layer.join("bin/busybox")).expect("copy busybox");
+        for a in APPLETS {
+            symlink("busybox", layer.join("bin").join(a)).expect("symlink");
+        }
+        let config = ManagerConfig {
+            state_dir: dir.path().join("state"),
+            runtime: kind,
+            runtime_binary: None,
+            shim_exe: std::env::current_exe().expect("current_exe"),
+        };
+        Self {
+            layer,
+            manager: ContainerManager::new(config.clone()),
+            config,
+            kind,
+            cgroup_parent: format!("/berth-test-{}-{}-{name}", std::process::id(), kind.name()),
+            ids: Vec::new(),
+            dir,
+        }
+    }
+
+    fn spec(&mut self, id: &str, args: &[&str]) -> ContainerSpec {
+        let id = format!("{id}-{}", self.kind.name());
+        self.ids.push(id.clone());
+        let mut spec = ContainerSpec::new(
+            id.clone(),
+            Rootfs::Overlay {
+                lowerdirs: vec![self.layer.clone()],
+            },
+            args.iter().map(|a| a.to_string()).collect(),
+            LogConfig {
+                path: self.dir.path().join("logs").join(&id).join("0.log"),
+                max_size: 1 << 20,
+                max_files: 2,
+            },
+        );
+        spec.cgroup_parent = self.cgroup_parent.clone();
+        spec.hostname = Some("testbox".into());
+        spec
+    }
+
+    fn wait_exited(&self, id: &str, timeout: Duration) -> ContainerStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self.manager.status(id).expect("status");
+            if !matches!(st, ContainerStatus::Running { .. }) || Instant::now() > deadline {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts nothing of `id` is left: bundle, mount, runtime state, cgroup.
+    fn assert_gone(&self, id: &str) {
+        let bundle = self.manager.bundle_dir(id);
+        assert!(
+            !is_mount_point(&bundle.join("rootfs")),
+            "rootfs still mounted"
+        );
+        assert!(!bundle.exists(), "bundle left behind");
+        let rt_state = self.manager.runtime_root(self.kind).join(id);
+        assert!(
+            !rt_state.exists(),
+            "runtime state left behind: {rt_state:?}"
+        );
+        let cg = format!("{}/{id}", self.cgroup_parent);
+        for d in cgroup::cgroup_dirs(&cg, CgroupMode::detect()) {
+            assert!(!d.exists(), "cgroup left behind: {d:?}");
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            if self.manager.bundle_dir(id).exists() {
+                let _ = self
+                    .manager
+                    .stop(id, libc::SIGKILL, Duration::from_millis(0));
+                if let Err(e) = self.manager.remove(id) {
+                    eprintln!("cleanup of {id}: {e}");
+                }
+            }
+        }
+        if let Err(e) = cgroup::remove_cgroup(&self.cgroup_parent, CgroupMode::detect()) {
+            eprintln!("cleanup of cgroup {}: {e}", self.cgroup_parent);
+        }
+    }
+}
+
+fn cri_lines(log: &str, stream: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(4, ' ');
+            let ts = parts.next()?;
+            let s = parts.next()?;
+            let tag = parts.next()?;
+            let content = parts.next().unwrap_or("");
+            assert_eq!(ts.len(), 30, "timestamp {ts:?}");
+            assert!(
+                ts.ends_with('Z') && ts.as_bytes()[19] == b'.',
+                "timestamp {ts:?}"
+            );
+            assert!(tag == "F" || tag == "P", "tag {tag:?}");
+            (s == stream).then(|| format!("{tag} {content}"))
+        })
+        .collect()
+}
+
+fn exit_code_and_logs(kind: RuntimeKind, plain_dir: bool) {
+    let mut f = Fixture::new(kind, "exit");
+    let mut spec = f.spec(
+        "exit3",
+        &[
+            "sh",
+            "-c",
+            "echo out1; echo err1 >&2; echo out2; hostname >/dev/null; printf tail; exit 3",
+        ],
+    );
+    if plain_dir {
+        spec.rootfs = Rootfs::Dir(f.layer.clone());
+    }
+    let id = spec.id.clone();
+    let running = f.manager.start(&spec).expect("start");
+    assert!(running.pid > 0);
+    match f.wait_exited(&id, Duration::from_secs(10)) {
+        ContainerStatus::Exited {
+            code,
+            signal,
+            oom_killed,
+            ..
+        } => {
+            assert_eq!((code, signal, oom_killed), (3, None, false));
+        }
+        other => panic!("not exited: {other:?}"),
+    }
+    let log = fs::read_to_string(&spec.log.path).expect("read log");
+    assert_eq!(
+        cri_lines(&log, "stdout"),
+        vec!["F out1", "F out2", "F tail"],
+        "{log}"
+    );
+    assert_eq!(cri_lines(&log, "stderr"), vec!["F err1"], "{log}");
+    f.manager.remove(&id).expect("remove");
+    f.assert_gone(&id);
+    assert!(spec.log.path.exists(), "the log outlives the container");
+}
+
+fn stop_with_grace(kind: RuntimeKind) {
+    let mut f = Fixture::new(kind, "stop");
+    // busybox sleep as pid 1 has no SIGTERM handler, so SIGTERM is ignored: SIGKILL after grace.
+    let spec = f.spec("sleeper", &["sleep", "1000"]);
+    let id = spec.id.clone();
+    f.manager.start(&spec).expect("start");
+    assert!(matches!(
+        f.manager.status(&id).expect("status"),
+        ContainerStatus::Running { .. }
+    ));
+    let t = Instant::now();
+    let st = f
+        .manager
+        .stop(&id, libc::SIGTERM, Duration::from_millis(700))
+        .expect("stop");
+    assert!(t.elapsed() >= Duration::from_millis(700));
+    match st {
+        ContainerStatus::Exited { code, signal, .. } => {
+            assert_eq!((code, signal), (137, Some(libc::SIGKILL)))
+        }
+        other => panic!("not exited: {other:?}"),
+    }
+    f.manager.remove(&id).expect("remove");
+    f.assert_gone(&id);
+
+    // A process that handles SIGTERM exits within the grace period.
+    let spec = f.spec(
+        "trapper",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 0.05; done",
+        ],
+    );
+    let id = spec.id.clone();
+    f.manager.start(&spec).expect("start");
+    let t = Instant::now();
+    let st = f
+        .manager
+        .stop(&id, libc::SIGTERM, Duration::from_secs(10))
+        .expect("stop");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(
+        matches!(
+            st,
+            ContainerStatus::Exited {
+                code: 0,
+                signal: None,
+                ..
+            }
+        ),
+        "{st:?}"
+    );
+    f.manager.remove(&id).expect("remove");
+    f.assert_gone(&id);
+}
+
+fn oom_killed(kind: RuntimeKind) {
+    let mut f = Fixture::new(kind, "oom");
+    let mut spec = f.spec(
+        "oom",
+        &["sh", "-c", "x=0123456789abcdef; while :; do x=$x$x; done"],
+    );
+    spec.resources.memory_limit = Some(16 << 20);
+    let id = spec.id.clone();
+    f.manager.start(&spec).expect("start");
+    match f.wait_exited(&id, Duration::from_secs(20)) {
+        ContainerStatus::Exited {
+            oom_killed, signal, ..
+        } => {
+            assert!(oom_killed, "not reported as OOM killed");
+            assert_eq!(signal, Some(libc::SIGKILL));
+        }
+        other => panic!("not exited: {other:?}"),
+    }
+    f.manager.remove(&id).expect("remove");
+    f.assert_gone(&id);
+}
+
+fn adoption(kind: RuntimeKind) {
+    let mut f = Fixture::new(kind, "adopt");
+    let spec = f.spec("adopted", &["sh", "-c", "echo hello; exec sleep 1000"]);
+    let id = spec.id.clone();
+    let pid = f.manager.start(&spec).expect("start").pid;
+    // Forget everything in memory: a new manager (a restarted node agent) reads the disk.
+    f.manager = ContainerManager::new(f.config.clone());
+    assert_eq!(f.manager.list(), vec![id.clone()]);
+    match f.manager.status(&id).expect("status") {
+        ContainerStatus::Running { pid: p, .. } => assert_eq!(p, pid),
+        other => panic!("not running: {other:?}"),
+    }
+    // The container's parent is the shim, which is not our child.
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let ppid: i32 = stat[stat.rfind(')').expect(")") + 1..]
+        .split_whitespace()
+        .nth(1)
+        .expect("ppid")
+        .parse()
+        .expect("ppid number");
+    assert_ne!(ppid, std::process::id() as i32);
+    let shim_cmdline = fs::read(format!("/proc/{ppid}/cmdline")).expect("shim cmdline");
+    assert!(String::from_utf8_lossy(&shim_cmdline).contains("shim"));
+    assert!(matches!(
+        f.manager.remove(&id),
+        Err(ContainerError::StillRunning(_))
+    ));
+    let st = f
+        .manager
+        .stop(&id, libc::SIGKILL, Duration::from_secs(5))
+        .expect("stop");
+    assert!(
+        matches!(st, ContainerStatus::Exited { code: 137, .. }),
+        "{st:?}"
+    );
+    let log = fs::read_to_string(&spec.log.path).expect("log");
+    assert_eq!(cri_lines(&log, "stdout"), vec!["F hello"]);
+    f.manager.remove(&id).expect("remove");
+    f.assert_gone(&id);
+    // The shim is gone too.
+    assert!(
+        !Path::new(&format!("/proc/{ppid}")).exists() || {
+            let s = fs::read(format!("/proc/{ppid}/cmdline")).unwrap_or_default();
+            !String::from_utf8_lossy(&s).contains(&id)
+        }
+    );
+}
+
+fn bad_command(kind: RuntimeKind) {
+    let mut f = Fixture::new(kind, "bad");
+    let spec = f.spec("nope", &["/nope"]);
+    let id = spec.id.clone();
+    match f.manager.start(&spec) {
+        Err(ContainerError::Create { message, .. }) => {
+            assert!(message.contains("/nope"), "message: {message}");
+            println!("    runtime said: {message}");
+        }
+        other => panic!("expected a create error, got {other:?}"),
+    }
+    f.assert_gone(&id);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("shim") {
+        std::process::exit(berth_runtime::shim::shim_main(args[2..].to_vec()));
+    }
+    let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
+    if !nix::unistd::Uid::effective().is_root() {
+        println!("skipping the container tests: they need root");
+        return;
+    }
+    type Test = (&'static str, fn(RuntimeKind), RuntimeKind);
+    let tests: Vec<Test> = vec![
+        (
+            "crun_exit_code_and_logs",
+            |k| exit_code_and_logs(k, false),
+            RuntimeKind::Crun,
+        ),
+        ("crun_stop_with_grace", stop_with_grace, RuntimeKind::Crun),
+        ("crun_oom_killed", oom_killed, RuntimeKind::Crun),
+        ("crun_adoption", adoption, RuntimeKind::Crun),
+        ("crun_bad_command", bad_command, RuntimeKind::Crun),
+        (
+            "runc_exit_code_and_logs_plain_dir",
+            |k| exit_code_and_logs(k, true),
+            RuntimeKind::Runc,
+        ),
+        ("runc_stop_with_grace", stop_with_grace, RuntimeKind::Runc),
+        ("runc_oom_killed", oom_killed, RuntimeKind::Runc),
+        ("runc_adoption", adoption, RuntimeKind::Runc),
+        ("runc_bad_command", bad_command, RuntimeKind::Runc),
+    ];
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for (name, test, kind) in tests {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        if kind.find_binary().is_none() {
+            println!("test {name} ... skipped ({} is not installed)", kind.name());
+            continue;
+        }
+        ran += 1;
+        let t = Instant::now();
+        let ok = catch_unwind(AssertUnwindSafe(|| test(kind))).is_ok();
+        println!(
+            "test {name} ... {} ({:.2}s)",
+            if ok { "ok" } else { "FAILED" },
+            t.elapsed().as_secs_f64()
+        );
+        if !ok {
+            failed.push(name);
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        ran - failed.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        println!("failed: {failed:?}");
+        std::process::exit(1);
+    }
+}
