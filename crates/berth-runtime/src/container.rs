@@ -484,6 +484,16 @@ impl ContainerManager {
         if let ContainerStatus::Running { .. } = self.status(id)? {
             return Err(ContainerError::StillRunning(id.to_string()));
         }
+        // Let a shim that just recorded the exit finish deleting the runtime state, so the
+        // two deletes do not race.
+        if let Ok(Some(state)) = read_json::<ShimState>(&self.bundle_dir(id).join(shim::STATE_FILE))
+        {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while process_alive(state.shim_pid, state.shim_start_ticks) && Instant::now() < deadline
+            {
+                std::thread::sleep(POLL);
+            }
+        }
         if let Err(e) = Self::runtime_for(&meta).delete(id, true) {
             if !e.is_not_found() {
                 return Err(e.into());

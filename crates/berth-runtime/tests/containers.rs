@@ -16,7 +16,8 @@ use berth_runtime::{
 };
 
 const APPLETS: &[&str] = &[
-    "sh", "echo", "sleep", "cat", "dd", "tail", "head", "true", "printf", "ls",
+    "sh", "echo", "sleep", "cat", "dd", "tail", "head", "true", "printf", "ls", "id", "touch",
+    "grep", "hostname", "pwd",
 ];
 
 struct Fixture {
@@ -329,6 +330,109 @@ fn bad_command(kind: RuntimeKind) {
     f.assert_gone(&id);
 }
 
+fn spec_is_applied(kind: RuntimeKind) {
+    let mut f = Fixture::new(kind, "spec");
+    let data = f.dir.path().join("data");
+    fs::create_dir_all(&data).expect("mkdir data");
+    fs::write(data.join("f"), "from-host\n").expect("write");
+    let mut spec = f.spec(
+        "spec",
+        &[
+            "sh",
+            "-c",
+            "id -u; id -G; pwd; echo $FOO; hostname; cat /data/f; \
+             touch /data/x 2>/dev/null || echo ro-bind; \
+             touch /t/x && echo tmpfs-ok; \
+             touch /x 2>/dev/null || echo ro-root; \
+             grep CapBnd /proc/self/status; echo done; exec sleep 1000",
+        ],
+    );
+    spec.uid = 1000;
+    spec.gid = 1000;
+    spec.supplemental_groups = vec![2000];
+    spec.working_dir = Some("/tmp".into());
+    spec.env.push(("FOO".into(), "bar".into()));
+    spec.mounts = vec![
+        berth_runtime::MountSpec::Bind {
+            source: data.clone(),
+            destination: "/data".into(),
+            read_only: true,
+        },
+        berth_runtime::MountSpec::Tmpfs {
+            destination: "/t".into(),
+            size_bytes: Some(1 << 20),
+        },
+    ];
+    spec.security.read_only_root_filesystem = true;
+    spec.security.no_new_privileges = true;
+    spec.security.capabilities.drop = vec!["ALL".into()];
+    spec.security.capabilities.add = vec!["NET_ADMIN".into()];
+    spec.resources.pids_limit = Some(64);
+    spec.resources.memory_limit = Some(64 << 20);
+    spec.resources.cpu_quota = Some(50_000);
+    spec.resources.cpu_period = Some(100_000);
+    spec.resources.cpu_shares = Some(512);
+    let id = spec.id.clone();
+    f.manager.start(&spec).expect("start");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = fs::read_to_string(&spec.log.path).unwrap_or_default();
+        if log.contains("F done") || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        cri_lines(&log, "stdout"),
+        vec![
+            "F 1000",
+            "F 1000 2000",
+            "F /tmp",
+            "F bar",
+            "F testbox",
+            "F from-host",
+            "F ro-bind",
+            "F tmpfs-ok",
+            "F ro-root",
+            "F CapBnd:\t0000000000001000",
+            "F done",
+        ],
+        "{log}"
+    );
+    // The limits reached the container's cgroup.
+    let mode = CgroupMode::detect();
+    let cg = format!("{}/{id}", f.cgroup_parent);
+    let read = |ctrl_v1: &str, file: &str| {
+        let dir = if mode.memory_is_v1() {
+            Path::new(cgroup::CGROUP_ROOT)
+                .join(ctrl_v1)
+                .join(cg.trim_start_matches('/'))
+        } else {
+            Path::new(cgroup::CGROUP_ROOT).join(cg.trim_start_matches('/'))
+        };
+        fs::read_to_string(dir.join(file))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|e| format!("{file}: {e}"))
+    };
+    assert_eq!(read("pids", "pids.max"), "64");
+    if mode.memory_is_v1() {
+        assert_eq!(
+            read("memory", "memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu", "cpu.shares"), "512");
+    } else {
+        assert_eq!(read("memory", "memory.max"), (64u64 << 20).to_string());
+        assert_eq!(read("cpu", "cpu.max"), "50000 100000");
+    }
+    f.manager
+        .stop(&id, libc::SIGKILL, Duration::from_secs(5))
+        .expect("stop");
+    f.manager.remove(&id).expect("remove");
+    f.assert_gone(&id);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("shim") {
@@ -350,6 +454,7 @@ fn main() {
         ("crun_oom_killed", oom_killed, RuntimeKind::Crun),
         ("crun_adoption", adoption, RuntimeKind::Crun),
         ("crun_bad_command", bad_command, RuntimeKind::Crun),
+        ("crun_spec_is_applied", spec_is_applied, RuntimeKind::Crun),
         (
             "runc_exit_code_and_logs_plain_dir",
             |k| exit_code_and_logs(k, true),
@@ -359,6 +464,7 @@ fn main() {
         ("runc_oom_killed", oom_killed, RuntimeKind::Runc),
         ("runc_adoption", adoption, RuntimeKind::Runc),
         ("runc_bad_command", bad_command, RuntimeKind::Runc),
+        ("runc_spec_is_applied", spec_is_applied, RuntimeKind::Runc),
     ];
     let mut failed = Vec::new();
     let mut ran = 0;
