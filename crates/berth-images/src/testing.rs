@@ -21,6 +21,9 @@ use crate::spec::{
     MEDIA_TYPE_OCI_MANIFEST,
 };
 
+/// Files of a tarball: path inside it and content.
+pub type Files = Vec<(String, Vec<u8>)>;
+
 /// The mtime given to every entry, so builds are reproducible.
 const MTIME: u64 = 946_684_800;
 
@@ -220,9 +223,9 @@ impl TestImage {
         serde_json::to_vec(&config).map_err(io::Error::other)
     }
 
-    /// Writes an OCI image layout tarball, its manifest named `ref_name` (if any) by the
-    /// `org.opencontainers.image.ref.name` annotation.
-    pub fn write_oci(&self, out: &Path, ref_name: Option<&str>) -> io::Result<()> {
+    /// The blobs of this image as an OCI layout holds them (`blobs/sha256/<hex>` and
+    /// content) and the descriptor of its manifest.
+    pub fn oci_blobs(&self) -> io::Result<(Descriptor, Files)> {
         let layers = self.built_layers()?;
         let config = self.config_json()?;
         let config_digest = Digest::of(&config);
@@ -250,37 +253,32 @@ impl TestImage {
         };
         let manifest = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
         let manifest_digest = Digest::of(&manifest);
-        let mut annotations = BTreeMap::new();
-        if let Some(r) = ref_name {
-            annotations.insert(ANNOTATION_REF_NAME.to_string(), r.to_string());
-        }
-        let index = Index {
-            schema_version: 2,
-            media_type: Some(MEDIA_TYPE_OCI_INDEX.to_string()),
-            manifests: vec![Descriptor {
-                media_type: MEDIA_TYPE_OCI_MANIFEST.to_string(),
-                digest: manifest_digest.clone(),
-                size: manifest.len() as u64,
-                platform: None,
-                annotations,
-            }],
+        let desc = Descriptor {
+            media_type: MEDIA_TYPE_OCI_MANIFEST.to_string(),
+            digest: manifest_digest.clone(),
+            size: manifest.len() as u64,
+            platform: None,
             annotations: BTreeMap::new(),
         };
-        let index = serde_json::to_vec(&index).map_err(io::Error::other)?;
-
         let mut files: Vec<(String, Vec<u8>)> = vec![
-            (
-                "oci-layout".to_string(),
-                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-            ),
-            ("index.json".to_string(), index),
             (format!("blobs/sha256/{}", manifest_digest.hex()), manifest),
             (format!("blobs/sha256/{}", config_digest.hex()), config),
         ];
         for l in layers {
             files.push((format!("blobs/sha256/{}", l.digest.hex()), l.blob));
         }
-        write_tar(out, &["blobs", "blobs/sha256"], &files)
+        Ok((desc, files))
+    }
+
+    /// Writes an OCI image layout tarball, its manifest named `ref_name` (if any) by the
+    /// `org.opencontainers.image.ref.name` annotation.
+    pub fn write_oci(&self, out: &Path, ref_name: Option<&str>) -> io::Result<()> {
+        let (mut desc, blobs) = self.oci_blobs()?;
+        if let Some(r) = ref_name {
+            desc.annotations
+                .insert(ANNOTATION_REF_NAME.to_string(), r.to_string());
+        }
+        write_oci_layout(out, vec![desc], blobs)
     }
 
     /// Writes a `docker save` tarball (old layout: `<n>/layer.tar`, `<id>.json`).
@@ -309,6 +307,35 @@ impl TestImage {
         let dir_refs: Vec<&str> = dirs.iter().map(String::as_str).collect();
         write_tar(out, &dir_refs, &files)
     }
+}
+
+/// Writes an OCI image layout tarball whose `index.json` lists `manifests`, with `blobs`
+/// (`blobs/sha256/<hex>`, content) beside it; repeated blobs are written once.
+pub fn write_oci_layout(
+    out: &Path,
+    manifests: Vec<Descriptor>,
+    blobs: Vec<(String, Vec<u8>)>,
+) -> io::Result<()> {
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(MEDIA_TYPE_OCI_INDEX.to_string()),
+        manifests,
+        annotations: BTreeMap::new(),
+    };
+    let index = serde_json::to_vec(&index).map_err(io::Error::other)?;
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        (
+            "oci-layout".to_string(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
+        ("index.json".to_string(), index),
+    ];
+    for b in blobs {
+        if !files.iter().any(|(p, _)| p == &b.0) {
+            files.push(b);
+        }
+    }
+    write_tar(out, &["blobs", "blobs/sha256"], &files)
 }
 
 /// Writes a tar of `dirs` then `files`.

@@ -391,14 +391,14 @@ impl Unpacker {
                     EntryType::Block => libc::S_IFBLK,
                     _ => libc::S_IFIFO,
                 };
-                let major = header
-                    .device_major()
-                    .map_err(|e| archive_err(what, e))?
-                    .unwrap_or(0);
-                let minor = header
-                    .device_minor()
-                    .map_err(|e| archive_err(what, e))?
-                    .unwrap_or(0);
+                // A fifo has no device numbers; some writers leave the fields blank.
+                let (major, minor) = if kind == EntryType::Fifo {
+                    (0, 0)
+                } else {
+                    let major = header.device_major().map_err(|e| archive_err(what, e))?;
+                    let minor = header.device_minor().map_err(|e| archive_err(what, e))?;
+                    (major.unwrap_or(0), minor.unwrap_or(0))
+                };
                 remove_existing(&target)?;
                 sys::mknod(&target, file_type | mode, major, minor)
                     .ctx("create device node", &target)?;
@@ -483,5 +483,135 @@ fn chown(path: &Path, uid: u64, gid: u64) -> Result<(), ImageError> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
         Err(e) => Err(ImageError::io("change owner of", path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::LayerBuilder;
+
+    type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+    /// Unpacks `tar` as a plain layer into `layers/` below `dir`.
+    fn unpack(dir: &Path, tar: &[u8]) -> std::result::Result<PathBuf, ImageError> {
+        let blob = dir.join("blob");
+        fs::write(&blob, tar).map_err(|e| ImageError::io("write", &blob, e))?;
+        let layers = dir.join("layers");
+        fs::create_dir_all(&layers).map_err(|e| ImageError::io("create", &layers, e))?;
+        let d = Digest::of(tar);
+        unpack_layer(&blob, &d, &d, &layers)
+    }
+
+    fn layers_left(dir: &Path) -> usize {
+        fs::read_dir(dir.join("layers"))
+            .map(|r| r.count())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn refuses_escapes_at_unpack_time_too() -> Result {
+        let dir = tempfile::tempdir()?;
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside)?;
+        let o = outside.display().to_string();
+        let cases: Vec<Vec<u8>> = vec![
+            {
+                let mut l = LayerBuilder::new();
+                l.file("a/../../x", 0o644, b"x")?;
+                l.finish()?
+            },
+            {
+                let mut l = LayerBuilder::new();
+                l.file(&format!("{o}/x"), 0o644, b"x")?;
+                l.finish()?
+            },
+            {
+                let mut l = LayerBuilder::new();
+                l.symlink("d", &o)?.file("d/x", 0o644, b"x")?;
+                l.finish()?
+            },
+            {
+                let mut l = LayerBuilder::new();
+                l.symlink("d", &o)?.dir("d/sub", 0o755)?;
+                l.finish()?
+            },
+            {
+                let mut l = LayerBuilder::new();
+                l.symlink("d", &o)?.whiteout("d", "x")?;
+                l.finish()?
+            },
+            {
+                let mut l = LayerBuilder::new();
+                l.symlink("d", &o)?.opaque("d")?;
+                l.finish()?
+            },
+            {
+                let mut l = LayerBuilder::new();
+                l.symlink("d", &o)?.hardlink("h", "d/x")?;
+                l.finish()?
+            },
+            {
+                let mut l = LayerBuilder::new();
+                l.file(".wh...", 0o644, b"")?;
+                l.finish()?
+            },
+        ];
+        for (i, tar) in cases.iter().enumerate() {
+            let r = unpack(dir.path(), tar);
+            assert!(
+                matches!(r, Err(ImageError::UnsafePath { .. })),
+                "{i}: {r:?}"
+            );
+            assert_eq!(layers_left(dir.path()), 0, "{i}: nothing left");
+            assert_eq!(fs::read_dir(&outside)?.count(), 0, "{i}: nothing outside");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_replacing_a_symlink_does_not_follow_it() -> Result {
+        let dir = tempfile::tempdir()?;
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"original")?;
+        let mut l = LayerBuilder::new();
+        l.symlink("f", &victim.display().to_string())?
+            .file("f", 0o644, b"replaced")?;
+        let layer = unpack(dir.path(), &l.finish()?)?;
+        assert_eq!(fs::read(&victim)?, b"original");
+        assert!(fs::symlink_metadata(layer.join("f"))?.is_file());
+        assert_eq!(fs::read(layer.join("f"))?, b"replaced");
+        Ok(())
+    }
+
+    #[test]
+    fn a_truncated_layer_leaves_nothing() -> Result {
+        let dir = tempfile::tempdir()?;
+        let mut l = LayerBuilder::new();
+        l.file("big", 0o644, &[7u8; 8192])?
+            .file("after", 0o644, b"x")?;
+        let tar = l.finish()?;
+        let blob = dir.path().join("blob");
+        fs::write(&blob, &tar[..4096])?;
+        let layers = dir.path().join("layers");
+        fs::create_dir(&layers)?;
+        let d = Digest::of(&tar);
+        let r = unpack_layer(&blob, &d, &d, &layers);
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(layers_left(dir.path()), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn device_nodes_and_fifos_are_created() -> Result {
+        let dir = tempfile::tempdir()?;
+        let mut l = LayerBuilder::new();
+        l.raw("fifo", tar::EntryType::Fifo, 0o600, None, &[])?;
+        let layer = unpack(dir.path(), &l.finish()?)?;
+        use std::os::unix::fs::FileTypeExt;
+        assert!(fs::symlink_metadata(layer.join("fifo"))?
+            .file_type()
+            .is_fifo());
+        Ok(())
     }
 }

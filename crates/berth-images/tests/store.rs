@@ -527,3 +527,128 @@ fn concurrent_unpack_of_one_layer_is_safe() -> Result {
     );
     Ok(())
 }
+
+fn image_with_cmd(cmd: &str) -> Result<TestImage> {
+    let mut l = LayerBuilder::new();
+    l.file(cmd, 0o755, cmd.as_bytes())?;
+    Ok(TestImage {
+        layers: vec![l.finish()?],
+        gzip: true,
+        config: ContainerConfig {
+            cmd: Some(vec![cmd.to_string()]),
+            ..Default::default()
+        },
+    })
+}
+
+#[test]
+fn picks_the_host_platform_from_a_multi_arch_index() -> Result {
+    use berth_images::spec::{
+        host_architecture, Descriptor, Index, Platform, MEDIA_TYPE_OCI_INDEX,
+    };
+    let (mut other, mut blobs) = image_with_cmd("other")?.oci_blobs()?;
+    let (mut host, host_blobs) = image_with_cmd("host")?.oci_blobs()?;
+    blobs.extend(host_blobs);
+    other.platform = Some(Platform {
+        architecture: if host_architecture() == "s390x" {
+            "arm64"
+        } else {
+            "s390x"
+        }
+        .into(),
+        os: "linux".into(),
+        variant: None,
+    });
+    host.platform = Some(Platform {
+        architecture: host_architecture().into(),
+        os: "linux".into(),
+        variant: None,
+    });
+    let nested = serde_json::to_vec(&Index {
+        schema_version: 2,
+        media_type: Some(MEDIA_TYPE_OCI_INDEX.into()),
+        manifests: vec![other, host],
+        annotations: Default::default(),
+    })?;
+    let nested_digest = berth_images::Digest::parse(&format!("sha256:{}", sha256_hex(&nested)))?;
+    blobs.push((
+        format!("blobs/sha256/{}", nested_digest.hex()),
+        nested.clone(),
+    ));
+    let top = Descriptor {
+        media_type: MEDIA_TYPE_OCI_INDEX.into(),
+        digest: nested_digest,
+        size: nested.len() as u64,
+        platform: None,
+        annotations: [(
+            "org.opencontainers.image.ref.name".to_string(),
+            "multi:1".to_string(),
+        )]
+        .into(),
+    };
+    let dir = tempfile::tempdir()?;
+    let tarball = dir.path().join("multi.tar");
+    berth_images::testing::write_oci_layout(&tarball, vec![top], blobs)?;
+    let store = ImageStore::open(&dir.path().join("images"))?;
+    store.import(&tarball)?;
+    let image = store.resolve("multi:1")?.ok_or("not found")?;
+    assert_eq!(image.config.cmd, vec!["host"]);
+    assert_eq!(image.architecture, host_architecture());
+    // Only the chosen image's blobs are stored: manifest, config, one layer.
+    assert_eq!(entries(&dir.path().join("images/blobs/sha256")).len(), 3);
+    Ok(())
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    berth_images::Digest::of(data).hex().to_string()
+}
+
+#[test]
+fn imports_a_gzipped_tarball() -> Result {
+    let dir = tempfile::tempdir()?;
+    let tarball = dir.path().join("busybox.tar");
+    build_busybox_oci_tar(&tarball, "busybox:gz")?;
+    let status = Command::new("gzip").arg("-k").arg(&tarball).status()?;
+    assert!(status.success());
+    let store = ImageStore::open(&dir.path().join("images"))?;
+    let refs = store.import(&dir.path().join("busybox.tar.gz"))?;
+    assert_eq!(refs[0].names, vec!["docker.io/library/busybox:gz"]);
+    Ok(())
+}
+
+#[test]
+fn a_corrupted_blob_fails_unpack_and_leaves_no_layer() -> Result {
+    let dir = tempfile::tempdir()?;
+    let tarball = dir.path().join("app.tar");
+    two_layer_image(true)?.write_oci(&tarball, Some("app:1"))?;
+    let store_dir = dir.path().join("images");
+    let store = ImageStore::open(&store_dir)?;
+    store.import(&tarball)?;
+    let image = store.resolve("app:1")?.ok_or("not found")?;
+    let blob = store.blob_path(&image.layers[0].digest);
+    let bytes = fs::read(&blob)?;
+    fs::write(&blob, &bytes[..bytes.len() - 8])?;
+    let r = store.unpack(&image);
+    println!("refused as expected: {r:?}");
+    assert!(r.is_err());
+    assert_eq!(entries(&store_dir.join("layers")), Vec::<String>::new());
+    Ok(())
+}
+
+#[test]
+fn open_removes_debris_of_crashed_processes() -> Result {
+    let dir = tempfile::tempdir()?;
+    let store_dir = dir.path().join("images");
+    ImageStore::open(&store_dir)?;
+    // No process has this pid (above the kernel's pid_max).
+    let dead_layer = store_dir.join("layers/.tmp-999999999-0-abc");
+    let dead_import = store_dir.join("tmp/.tmp-999999999-1-import");
+    let live = store_dir.join(format!("layers/.tmp-{}-0-live", std::process::id()));
+    for d in [&dead_layer, &dead_import, &live] {
+        fs::create_dir_all(d.join("half"))?;
+    }
+    ImageStore::open(&store_dir)?;
+    assert!(!dead_layer.exists() && !dead_import.exists());
+    assert!(live.exists(), "a live process's work is kept");
+    Ok(())
+}
