@@ -453,11 +453,23 @@ impl ContainerManager {
         }
     }
 
+    /// Waits until the shim recorded the exit, or until both the container and its shim
+    /// are gone (a shim killed from outside never records one).
     fn wait_exit(&self, meta: &ContainerMeta, timeout: Duration) -> bool {
+        let state: Option<ShimState> = read_json(&self.bundle_dir(&meta.id).join(shim::STATE_FILE))
+            .ok()
+            .flatten();
         let deadline = Instant::now() + timeout;
         loop {
             if meta.exit_file.exists() {
                 return true;
+            }
+            if let Some(st) = &state {
+                if !process_alive(st.pid, st.pid_start_ticks)
+                    && !process_alive(st.shim_pid, st.shim_start_ticks)
+                {
+                    return true;
+                }
             }
             if Instant::now() >= deadline {
                 return false;

@@ -433,6 +433,50 @@ fn spec_is_applied(kind: RuntimeKind) {
     f.assert_gone(&id);
 }
 
+fn shim_killed(kind: RuntimeKind) {
+    let mut f = Fixture::new(kind, "shimkill");
+    let spec = f.spec("orphan", &["sleep", "1000"]);
+    let id = spec.id.clone();
+    let pid = f.manager.start(&spec).expect("start").pid;
+    let state: serde_json::Value = serde_json::from_slice(
+        &fs::read(f.manager.bundle_dir(&id).join("state.json")).expect("state.json"),
+    )
+    .expect("state json");
+    let shim_pid = state["shim_pid"].as_i64().expect("shim_pid") as i32;
+    assert!(shim_pid > 0 && shim_pid != pid);
+    // The shim is ours (this test started it); kill it from outside.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill shim");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while berth_runtime::shim::process_alive(
+        shim_pid,
+        state["shim_start_ticks"].as_u64().expect("ticks"),
+    ) && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The container outlives its shim.
+    assert!(matches!(
+        f.manager.status(&id).expect("status"),
+        ContainerStatus::Running { .. }
+    ));
+    let t = Instant::now();
+    let st = f
+        .manager
+        .stop(&id, libc::SIGKILL, Duration::from_secs(5))
+        .expect("stop");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stop waited for an exit file"
+    );
+    assert!(matches!(st, ContainerStatus::Unknown { .. }), "{st:?}");
+    f.manager.remove(&id).expect("remove");
+    f.assert_gone(&id);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("shim") {
@@ -455,6 +499,7 @@ fn main() {
         ("crun_adoption", adoption, RuntimeKind::Crun),
         ("crun_bad_command", bad_command, RuntimeKind::Crun),
         ("crun_spec_is_applied", spec_is_applied, RuntimeKind::Crun),
+        ("crun_shim_killed", shim_killed, RuntimeKind::Crun),
         (
             "runc_exit_code_and_logs_plain_dir",
             |k| exit_code_and_logs(k, true),
@@ -465,6 +510,7 @@ fn main() {
         ("runc_adoption", adoption, RuntimeKind::Runc),
         ("runc_bad_command", bad_command, RuntimeKind::Runc),
         ("runc_spec_is_applied", spec_is_applied, RuntimeKind::Runc),
+        ("runc_shim_killed", shim_killed, RuntimeKind::Runc),
     ];
     let mut failed = Vec::new();
     let mut ran = 0;
