@@ -16,6 +16,26 @@
 //! <dir>/tmp/                  in-progress imports (removed on failure and at open)
 //! <dir>/lock                  flock'ed while the index is changed
 //! ```
+//!
+//! ```no_run
+//! # fn main() -> Result<(), berth_images::ImageError> {
+//! use std::path::Path;
+//! use berth_images::ImageStore;
+//!
+//! let store = ImageStore::open(Path::new("/var/lib/berth/images"))?;
+//! store.import(Path::new("busybox.tar"))?; // OCI layout or `docker save`
+//! if let Some(image) = store.resolve("busybox")? {
+//!     // Lowest first; overlayfs wants `lowerdir=top:...:bottom`.
+//!     let layers = store.unpack(&image)?;
+//!     let lowerdir: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
+//!     println!("{} {:?} lowerdir={}", image.id, image.config.cmd, lowerdir.join(":"));
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Test images (no registry needed) come from [`testing`]: [`testing::build_busybox_oci_tar`]
+//! in-process, or `tools/busybox-image.sh OUT.tar [TAG]` from a shell.
 
 mod digest;
 mod error;

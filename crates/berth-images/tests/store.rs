@@ -352,26 +352,9 @@ fn bad_tarballs_are_refused_and_leave_nothing() -> Result {
     let store = ImageStore::open(&store_dir)?;
     let good = dir.path().join("good.tar");
     two_layer_image(true)?.write_oci(&good, Some("app:1"))?;
-    let layer_hex = {
-        let img = two_layer_image(true)?;
-        // The largest blob is the first (gzip) layer.
-        let mut biggest = (0, String::new());
-        let mut a = tar::Archive::new(fs::File::open(&good)?);
-        for e in a.entries()? {
-            let e = e?;
-            if e.size() > biggest.0 && e.path()?.starts_with("blobs") {
-                biggest = (
-                    e.size(),
-                    e.path()?
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                );
-            }
-        }
-        drop(img);
-        biggest.1
-    };
+    // oci_blobs lists the manifest, the config, then the layers (builds are reproducible).
+    let (_, blobs) = two_layer_image(true)?.oci_blobs()?;
+    let layer_hex = blobs[2].0.trim_start_matches("blobs/sha256/").to_string();
 
     // A blob whose content does not match its digest.
     let bad_digest = dir.path().join("bad-digest.tar");
