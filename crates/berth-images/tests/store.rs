@@ -635,3 +635,32 @@ fn open_removes_debris_of_crashed_processes() -> Result {
     assert!(live.exists(), "a live process's work is kept");
     Ok(())
 }
+
+#[test]
+fn importing_a_name_again_moves_it_to_the_new_image() -> Result {
+    let dir = tempfile::tempdir()?;
+    let store = ImageStore::open(&dir.path().join("images"))?;
+    let first = dir.path().join("first.tar");
+    image_with_cmd("first")?.write_oci(&first, Some("app:latest"))?;
+    let second = dir.path().join("second.tar");
+    image_with_cmd("second")?.write_docker_save(&second, &["app"])?;
+    let old = store.import(&first)?;
+    let new = store.import(&second)?;
+    let image = store.resolve("docker.io/library/app")?.ok_or("not found")?;
+    assert_eq!(image.id, new[0].id);
+    assert_eq!(image.config.cmd, vec!["second"]);
+    // The old image stays, nameless (like Docker's `<none>`), reachable by id.
+    let list = store.list()?;
+    assert_eq!(list.len(), 2);
+    let dangling = store
+        .resolve(&old[0].id.to_string())?
+        .ok_or("old image gone")?;
+    assert!(dangling.names.is_empty());
+    assert!(matches!(
+        store.remove(&old[0].id.to_string())?,
+        Some(Removed::Deleted { .. })
+    ));
+    assert_eq!(store.list()?.len(), 1);
+    assert!(store.unpack(&image).is_ok());
+    Ok(())
+}
