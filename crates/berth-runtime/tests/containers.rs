@@ -291,6 +291,13 @@ fn adoption(kind: RuntimeKind) {
     assert_ne!(ppid, std::process::id() as i32);
     let shim_cmdline = fs::read(format!("/proc/{ppid}/cmdline")).expect("shim cmdline");
     assert!(String::from_utf8_lossy(&shim_cmdline).contains("shim"));
+    let status = fs::read_to_string(format!("/proc/{ppid}/status")).unwrap_or_default();
+    if let Some(rss) = status.lines().find(|l| l.starts_with("VmRSS")) {
+        println!(
+            "    shim {}",
+            rss.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
     assert!(matches!(
         f.manager.remove(&id),
         Err(ContainerError::StillRunning(_))
