@@ -3,7 +3,9 @@
 //! with the same code.
 
 pub mod host;
+pub mod pods;
 pub mod podstatus;
+pub mod spec;
 pub mod status;
 
 use std::time::Duration;
@@ -21,6 +23,8 @@ pub struct NodeConfig {
     pub status_interval: Duration,
     /// The most pods this node runs.
     pub max_pods: u32,
+    /// Whether this agent runs pods (a pod runtime is wired); the node is Ready only then.
+    pub runs_pods: bool,
 }
 
 impl NodeConfig {
@@ -32,15 +36,33 @@ impl NodeConfig {
             lease_interval: Duration::from_secs(10),
             status_interval: Duration::from_secs(60),
             max_pods: 110,
+            runs_pods: false,
         }
     }
 }
 
-/// Runs the node agent until `shutdown` resolves.
+/// Runs the node agent until `stop` turns true: heartbeats, and the pod worker when a pod
+/// runtime is given.
 pub async fn run(
     client: kube::Client,
-    config: NodeConfig,
-    shutdown: impl std::future::Future<Output = ()>,
+    mut config: NodeConfig,
+    pods: Option<pods::PodRuntime>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    status::run(client, config, shutdown).await
+    let stopped = move || {
+        let mut rx = stop.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    config.runs_pods = pods.is_some();
+    match pods {
+        Some(rt) => {
+            tokio::join!(
+                status::run(client, config, stopped()),
+                pods::run(rt, stopped())
+            );
+        }
+        None => status::run(client, config, stopped()).await,
+    }
 }

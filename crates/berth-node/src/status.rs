@@ -28,10 +28,6 @@ fn now_micro() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Whether this node can run pods yet. Until the pod lifecycle is wired to the container
-/// runtime the node says so, as upstream's kubelet does while its runtime is not ready.
-const RUNTIME_READY: bool = false;
-
 /// The Node object this agent registers.
 pub fn node_object(config: &NodeConfig, host: &HostInfo) -> Value {
     json!({
@@ -93,7 +89,9 @@ pub fn node_status(config: &NodeConfig, host: &HostInfo, previous: Option<&Value
         addresses.push(json!({"type": "InternalIP", "address": ip.to_string()}));
     }
     addresses.push(json!({"type": "Hostname", "address": config.name}));
-    let (ready_reason, ready_message) = if RUNTIME_READY {
+    // Without a pod runtime the node says it cannot run pods, as upstream's kubelet does
+    // while its container runtime is not ready.
+    let (ready_reason, ready_message) = if config.runs_pods {
         ("KubeletReady", "berth node agent is posting ready status")
     } else {
         (
@@ -108,7 +106,7 @@ pub fn node_status(config: &NodeConfig, host: &HostInfo, previous: Option<&Value
             condition("MemoryPressure", false, "KubeletHasSufficientMemory", "berth node agent has sufficient memory available", prev("MemoryPressure"), &now),
             condition("DiskPressure", false, "KubeletHasNoDiskPressure", "berth node agent has no disk pressure", prev("DiskPressure"), &now),
             condition("PIDPressure", false, "KubeletHasSufficientPID", "berth node agent has sufficient PID available", prev("PIDPressure"), &now),
-            condition("Ready", RUNTIME_READY, ready_reason, ready_message, prev("Ready"), &now),
+            condition("Ready", config.runs_pods, ready_reason, ready_message, prev("Ready"), &now),
         ],
         "addresses": addresses,
         "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},

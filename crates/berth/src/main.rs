@@ -19,8 +19,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the API server, its datastore and the controllers.
-    Server(ServerArgs),
+    /// Run the API server, its datastore, the controllers and this machine's node agent.
+    Server(Box<ServerArgs>),
+    /// Manage the node's images.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+    /// The per-container shim (started by the node agent).
+    #[command(hide = true, disable_help_flag = true)]
+    Shim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Import an OCI-layout or `docker save` tarball into the node's image store.
+    Import {
+        tarball: PathBuf,
+        #[arg(long, default_value = "/var/lib/berth")]
+        data_dir: PathBuf,
+    },
+    /// List the node's images.
+    Ls {
+        #[arg(long, default_value = "/var/lib/berth")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -46,6 +70,15 @@ struct ServerArgs {
     /// The name this machine registers as a Node (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
+    /// The pod subnet of this node (distinct per server on one machine).
+    #[arg(long, default_value = "10.42.0.0/24")]
+    pod_cidr: String,
+    /// The bridge pods attach to (distinct per server on one machine; at most 15 bytes).
+    #[arg(long, default_value = "berth0")]
+    bridge: String,
+    /// The OCI runtime: crun or runc.
+    #[arg(long, default_value = "crun")]
+    container_runtime: String,
     /// Seconds between automatic compactions of the datastore's history.
     #[arg(long, default_value_t = 30)]
     compaction_interval_seconds: u64,
@@ -60,6 +93,8 @@ struct ServerArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Shim { args } => std::process::exit(berth_runtime::shim::shim_main(args)),
+        Command::Images(cmd) => images(cmd),
         Command::Server(args) => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -76,7 +111,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("failed to start the async runtime")?;
-            runtime.block_on(server(args))
+            runtime.block_on(server(*args))
         }
     }
 }
@@ -128,8 +163,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .context("failed to load the kubeconfig")?;
     let client = kube::Client::try_from(client_config).context("failed to build the API client")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_for_parts = stop_rx.clone();
     let stopped = move || {
-        let mut rx = stop_rx.clone();
+        let mut rx = stop_for_parts.clone();
         async move {
             let _ = rx.wait_for(|v| *v).await;
         }
@@ -143,9 +179,10 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let parts = vec![
         tokio::spawn(berth_controllers::namespace::run(client.clone(), stopped())),
         tokio::spawn(berth_node::run(
-            client,
-            berth_node::NodeConfig::new(node_name, args.data_dir.clone()),
-            stopped(),
+            client.clone(),
+            berth_node::NodeConfig::new(node_name.clone(), args.data_dir.clone()),
+            pod_runtime(&args, client, &node_name)?,
+            stop_rx.clone(),
         )),
     ];
 
@@ -166,6 +203,113 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     api.shutdown().await;
     store.close().await;
     Ok(())
+}
+
+fn images(cmd: ImagesCommand) -> anyhow::Result<()> {
+    match cmd {
+        ImagesCommand::Import { tarball, data_dir } => {
+            let store = berth_images::ImageStore::open(&data_dir.join("images"))
+                .context("failed to open the image store")?;
+            for r in store
+                .import(&tarball)
+                .with_context(|| format!("failed to import {}", tarball.display()))?
+            {
+                println!("imported {} ({})", r.names.join(", "), r.id);
+            }
+        }
+        ImagesCommand::Ls { data_dir } => {
+            let store = berth_images::ImageStore::open(&data_dir.join("images"))
+                .context("failed to open the image store")?;
+            println!("{:<50} {:<20} {:>12}", "IMAGE", "ID", "SIZE");
+            for i in store.list().context("failed to list images")? {
+                let id = i.id.to_string();
+                let short = id
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect::<String>();
+                for name in if i.names.is_empty() {
+                    vec!["<none>".to_string()]
+                } else {
+                    i.names.clone()
+                } {
+                    println!("{name:<50} {short:<20} {:>12}", i.size);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The pod runtime of this node, when it can have one (root, an OCI runtime, CNI plugins).
+fn pod_runtime(
+    args: &ServerArgs,
+    client: kube::Client,
+    node_name: &str,
+) -> anyhow::Result<Option<berth_node::pods::PodRuntime>> {
+    if !is_root() {
+        tracing::warn!("not running as root: the node agent registers the node but runs no pods");
+        return Ok(None);
+    }
+    let images = berth_images::ImageStore::open(&args.data_dir.join("images"))
+        .context("failed to open the image store")?;
+    // Tarballs dropped into <data-dir>/images are imported at start (airgap images).
+    if let Ok(entries) = std::fs::read_dir(args.data_dir.join("images")) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "tar") {
+                match images.import(&p) {
+                    Ok(refs) => {
+                        tracing::info!(tarball = %p.display(), images = refs.len(), "imported images")
+                    }
+                    Err(err) => {
+                        tracing::warn!(tarball = %p.display(), "failed to import images: {err}")
+                    }
+                }
+            }
+        }
+    }
+    let runtime = match args.container_runtime.as_str() {
+        "crun" => berth_runtime::RuntimeKind::Crun,
+        "runc" => berth_runtime::RuntimeKind::Runc,
+        other => anyhow::bail!("unknown --container-runtime {other:?}: crun or runc"),
+    };
+    let shim_exe = std::env::current_exe().context("failed to find the berth executable")?;
+    let containers = berth_runtime::ContainerManager::new(berth_runtime::ManagerConfig {
+        state_dir: args.data_dir.join("containers"),
+        runtime,
+        runtime_binary: None,
+        shim_exe,
+    });
+    let network = berth_net::NetworkConfig {
+        bridge: args.bridge.clone(),
+        pod_cidr: args.pod_cidr.clone(),
+        plugin_dir: PathBuf::from("/usr/lib/cni"),
+        state_dir: args.data_dir.clone(),
+        mtu: None,
+    };
+    Ok(Some(berth_node::pods::PodRuntime {
+        client,
+        node_name: node_name.to_string(),
+        node_ip: berth_node::host::primary_address().map(|a| a.to_string()),
+        images,
+        network,
+        containers,
+        pods_dir: args.data_dir.join("pods"),
+        logs_dir: PathBuf::from("/var/log/pods"),
+    }))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|r| r.split_whitespace().nth(1) == Some("0"))
+            })
+        })
+        .unwrap_or(false)
 }
 
 async fn wait_for_signal() {

@@ -26,7 +26,13 @@ impl Cluster {
 
     /// Starts a server with extra `berth server` arguments.
     pub fn start_with(extra: &[&str]) -> Cluster {
+        Self::start_prepared(|_| {}, extra)
+    }
+
+    /// Prepares the data directory (e.g. drops image tarballs in), then starts a server.
+    pub fn start_prepared(prepare: impl FnOnce(&Path), extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        prepare(dir.path());
         let mut c = Cluster {
             dir,
             port: free_port(),
@@ -91,8 +97,13 @@ impl Cluster {
 
     /// Stops and starts the server on the same data directory and port.
     pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// Stops and starts the server with `extra` arguments.
+    pub fn restart_with(&mut self, extra: &[&str]) {
         self.stop();
-        self.spawn(&[]);
+        self.spawn(extra);
     }
 
     pub fn kubectl_cmd(&self) -> Command {

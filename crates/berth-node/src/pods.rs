@@ -1,0 +1,1068 @@
+//! The pod worker: runs the pods bound to this node as real containers. For each pod it
+//! makes the network sandbox (CNI), the volumes, `/etc/hosts` and `/etc/resolv.conf`, runs
+//! init containers in order and then the containers through the shim-owned runtime, restarts
+//! them per `restartPolicy` with upstream's back-off, reports status, and on deletion stops
+//! everything (stop signal, grace period, SIGKILL), removes what it made and deletes the pod.
+//! Every fact lives in the kernel or on disk, so a restarted agent picks up where it was.
+
+use crate::podstatus::{pod_status, ContainerObservation, ContainerState};
+use crate::spec;
+use berth_images::ImageStore;
+use berth_net::{NetworkConfig, Sandbox};
+use berth_runtime::{
+    ContainerManager, ContainerSpec, ContainerStatus, LogConfig, MountSpec, NetworkNamespace,
+    Resources, Rootfs,
+};
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors of one pod sync (the pod is synced again shortly).
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("failed to {what} for pod {pod}: {why}")]
+    Sync {
+        what: &'static str,
+        pod: String,
+        why: String,
+    },
+}
+
+/// What the pod worker runs pods with.
+pub struct PodRuntime {
+    pub client: kube::Client,
+    pub node_name: String,
+    pub node_ip: Option<String>,
+    pub images: ImageStore,
+    pub network: NetworkConfig,
+    pub containers: ContainerManager,
+    /// `<data-dir>/pods`: per-pod volumes and generated files.
+    pub pods_dir: PathBuf,
+    /// Where container logs go (`/var/log/pods` upstream).
+    pub logs_dir: PathBuf,
+}
+
+fn err(what: &'static str, pod: &str, why: impl std::fmt::Display) -> PodError {
+    PodError::Sync {
+        what,
+        pod: pod.to_string(),
+        why: why.to_string(),
+    }
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Runs `f` on a blocking thread (runtime, CNI and image work block).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("worker thread failed: {e}"))
+}
+
+/// A container's runtime id for one attempt: unique per pod, container and restart.
+fn container_id(pod_uid: &str, name: &str, attempt: u32) -> String {
+    format!("{pod_uid}-{name}-{attempt}")
+}
+
+/// The attempts of one container that exist on this node, oldest first.
+fn attempts(all: &[String], pod_uid: &str, name: &str) -> Vec<u32> {
+    let prefix = format!("{pod_uid}-{name}-");
+    let mut v: Vec<u32> = all
+        .iter()
+        .filter_map(|id| id.strip_prefix(&prefix)?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Upstream's crash back-off: 10 s doubling per restart, capped at 5 minutes.
+fn backoff(restarts: u32) -> Duration {
+    Duration::from_secs((10u64 << restarts.min(5)).min(300))
+}
+
+fn observed(status: &ContainerStatus) -> ContainerState {
+    match status {
+        ContainerStatus::Running { started_at, .. } => ContainerState::Running {
+            started_at: time(*started_at),
+        },
+        ContainerStatus::Exited {
+            code,
+            signal,
+            oom_killed,
+            started_at,
+            finished_at,
+        } => ContainerState::Terminated {
+            exit_code: *code,
+            signal: *signal,
+            reason: if *oom_killed {
+                "OOMKilled".into()
+            } else if *code == 0 {
+                "Completed".into()
+            } else {
+                "Error".into()
+            },
+            message: None,
+            started_at: started_at.map(time),
+            finished_at: time(*finished_at),
+        },
+        ContainerStatus::Unknown { reason } => ContainerState::Waiting {
+            reason: "Unknown".into(),
+            message: Some(reason.clone()),
+        },
+    }
+}
+
+impl PodRuntime {
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.pods_dir.join(uid)
+    }
+
+    /// Writes configMap, secret and downward files and makes emptyDirs; returns volume name
+    /// → host path.
+    async fn volumes(&self, pod: &Pod) -> Result<HashMap<String, PathBuf>, PodError> {
+        let name = pod.name_any();
+        let ns = pod.namespace().unwrap_or_else(|| "default".into());
+        let uid = pod.uid().unwrap_or_default();
+        let mut out = HashMap::new();
+        let volumes = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
+        for v in volumes {
+            let dir = self.pod_dir(&uid).join("volumes").join(&v.name);
+            let files: Option<Vec<(String, Vec<u8>)>> = if let Some(cm) = &v.config_map {
+                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
+                let got = api
+                    .get_opt(&cm.name)
+                    .await
+                    .map_err(|e| err("read a configMap volume", &name, e))?;
+                match got {
+                    Some(c) => {
+                        let mut f: Vec<(String, Vec<u8>)> = c
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes()))
+                            .collect();
+                        f.extend(
+                            c.binary_data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| (k, v.0)),
+                        );
+                        Some(f)
+                    }
+                    None if cm.optional == Some(true) => Some(Vec::new()),
+                    None => {
+                        return Err(err(
+                            "mount volumes",
+                            &name,
+                            format!("configmap \"{}\" not found", cm.name),
+                        ))
+                    }
+                }
+            } else if let Some(sec) = &v.secret {
+                let secret_name = sec.secret_name.clone().unwrap_or_default();
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+                match api
+                    .get_opt(&secret_name)
+                    .await
+                    .map_err(|e| err("read a secret volume", &name, e))?
+                {
+                    Some(s) => Some(
+                        s.data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0))
+                            .collect(),
+                    ),
+                    None if sec.optional == Some(true) => Some(Vec::new()),
+                    None => {
+                        return Err(err(
+                            "mount volumes",
+                            &name,
+                            format!("secret \"{secret_name}\" not found"),
+                        ))
+                    }
+                }
+            } else {
+                None
+            };
+            let path = if let Some(files) = files {
+                let d = dir.clone();
+                blocking(move || -> std::io::Result<()> {
+                    std::fs::create_dir_all(&d)?;
+                    for (k, v) in files {
+                        if k.contains('/') || k.starts_with("..") {
+                            continue;
+                        }
+                        std::fs::write(d.join(k), v)?;
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(|e| err("write volume files", &name, e))?
+                .map_err(|e| err("write volume files", &name, e))?;
+                dir
+            } else if let Some(hp) = &v.host_path {
+                PathBuf::from(&hp.path)
+            } else if v.empty_dir.is_some() {
+                std::fs::create_dir_all(&dir).map_err(|e| err("make an emptyDir", &name, e))?;
+                dir
+            } else {
+                return Err(err(
+                    "mount volumes",
+                    &name,
+                    format!(
+                        "volume {:?} has a type this node does not support yet",
+                        v.name
+                    ),
+                ));
+            };
+            out.insert(v.name.clone(), path);
+        }
+        Ok(out)
+    }
+
+    /// `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` for the pod.
+    fn etc_files(&self, pod: &Pod, ip: &str) -> Result<PathBuf, std::io::Error> {
+        let dir = self.pod_dir(&pod.uid().unwrap_or_default()).join("etc");
+        std::fs::create_dir_all(&dir)?;
+        let name = pod.name_any();
+        std::fs::write(
+            dir.join("hosts"),
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{name}\n"
+            ),
+        )?;
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        std::fs::write(dir.join("resolv.conf"), resolv)?;
+        std::fs::write(dir.join("hostname"), format!("{name}\n"))?;
+        Ok(dir)
+    }
+
+    /// The environment of a container: the image's, then the container's (values,
+    /// configMap/secret keys, pod fields), with `$(VAR)` expansion.
+    async fn env(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        image_env: &[String],
+        pod_ip: &str,
+    ) -> Result<Vec<(String, String)>, PodError> {
+        let ns = pod.namespace().unwrap_or_else(|| "default".into());
+        let mut env: Vec<(String, String)> = image_env
+            .iter()
+            .filter_map(|e| {
+                e.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        let mut known: HashMap<String, String> = env.iter().cloned().collect();
+        for e in c.env.clone().unwrap_or_default() {
+            let value = if let Some(v) = &e.value {
+                spec::expand(v, &known)
+            } else if let Some(from) = &e.value_from {
+                if let Some(r) = &from.config_map_key_ref {
+                    let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
+                    let cm = api
+                        .get_opt(&r.name)
+                        .await
+                        .map_err(|x| err("read env", &pod.name_any(), x))?;
+                    match cm.and_then(|c| c.data).and_then(|d| d.get(&r.key).cloned()) {
+                        Some(v) => v,
+                        None if r.optional == Some(true) => continue,
+                        None => {
+                            return Err(err(
+                                "set env",
+                                &pod.name_any(),
+                                format!(
+                                    "couldn't find key {} in ConfigMap {}/{}",
+                                    r.key, ns, r.name
+                                ),
+                            ))
+                        }
+                    }
+                } else if let Some(r) = &from.secret_key_ref {
+                    let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+                    let s = api
+                        .get_opt(&r.name)
+                        .await
+                        .map_err(|x| err("read env", &pod.name_any(), x))?;
+                    match s.and_then(|s| s.data).and_then(|d| d.get(&r.key).cloned()) {
+                        Some(v) => String::from_utf8_lossy(&v.0).into_owned(),
+                        None if r.optional == Some(true) => continue,
+                        None => {
+                            return Err(err(
+                                "set env",
+                                &pod.name_any(),
+                                format!("couldn't find key {} in Secret {}/{}", r.key, ns, r.name),
+                            ))
+                        }
+                    }
+                } else if let Some(f) = &from.field_ref {
+                    match f.field_path.as_str() {
+                        "metadata.name" => pod.name_any(),
+                        "metadata.namespace" => ns.clone(),
+                        "metadata.uid" => pod.uid().unwrap_or_default(),
+                        "spec.nodeName" => self.node_name.clone(),
+                        "spec.serviceAccountName" => pod
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.service_account_name.clone())
+                            .unwrap_or_default(),
+                        "status.podIP" => pod_ip.to_string(),
+                        "status.hostIP" => self.node_ip.clone().unwrap_or_default(),
+                        other => {
+                            return Err(err(
+                                "set env",
+                                &pod.name_any(),
+                                format!("unsupported fieldRef {other}"),
+                            ))
+                        }
+                    }
+                } else {
+                    return Err(err(
+                        "set env",
+                        &pod.name_any(),
+                        format!(
+                            "env {} uses a source this node does not support yet",
+                            e.name
+                        ),
+                    ));
+                }
+            } else {
+                String::new()
+            };
+            known.insert(e.name.clone(), value.clone());
+            env.retain(|(k, _)| *k != e.name);
+            env.push((e.name, value));
+        }
+        Ok(env)
+    }
+
+    /// Starts one attempt of a container.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_container(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        attempt: u32,
+        netns: &Option<PathBuf>,
+        pod_ip: &str,
+        volumes: &HashMap<String, PathBuf>,
+        etc: &Path,
+    ) -> Result<(), ContainerState> {
+        let waiting = |reason: &str, message: String| ContainerState::Waiting {
+            reason: reason.into(),
+            message: Some(message),
+        };
+        let image_name = c.image.clone().unwrap_or_default();
+        let images = self.images.clone();
+        let lookup = image_name.clone();
+        let resolved = blocking(move || {
+            images
+                .resolve(&lookup)
+                .map(|i| i.map(|img| images.unpack(&img).map(|l| (img, l))))
+        })
+        .await
+        .map_err(|e| waiting("ErrImagePull", e))?;
+        let (image, layers) = match resolved {
+            Ok(Some(Ok(v))) => v,
+            Ok(Some(Err(e))) | Err(e) => return Err(waiting("ErrImagePull", e.to_string())),
+            Ok(None) => {
+                return Err(waiting(
+                    "ErrImageNeverPull",
+                    format!("image {image_name:?} is not present on the node (pulling from registries is not implemented yet: use `berth images import`)"),
+                ))
+            }
+        };
+        let cfg = &image.config;
+        let env = self
+            .env(pod, c, &cfg.env, pod_ip)
+            .await
+            .map_err(|e| waiting("CreateContainerConfigError", e.to_string()))?;
+        let known: HashMap<String, String> = env.iter().cloned().collect();
+        let args = spec::command_line(
+            c.command.as_deref(),
+            c.args.as_deref(),
+            &cfg.entrypoint,
+            &cfg.cmd,
+            &known,
+        );
+        if args.is_empty() {
+            return Err(waiting(
+                "CreateContainerConfigError",
+                "no command specified".into(),
+            ));
+        }
+        let uid = pod.uid().unwrap_or_default();
+        let ns = pod.namespace().unwrap_or_default();
+        let id = container_id(&uid, &c.name, attempt);
+        let log = self
+            .logs_dir
+            .join(format!("{ns}_{}_{uid}", pod.name_any()))
+            .join(&c.name)
+            .join(format!("{attempt}.log"));
+        let mut spec = ContainerSpec::new(
+            id,
+            Rootfs::Overlay { lowerdirs: layers },
+            args,
+            LogConfig {
+                path: log,
+                max_size: 10 << 20,
+                max_files: 5,
+            },
+        );
+        spec.env = env;
+        spec.working_dir = c
+            .working_dir
+            .clone()
+            .or_else(|| cfg.working_dir.clone())
+            .filter(|w| !w.is_empty());
+        spec.hostname = Some(pod.name_any());
+        spec.network = match netns {
+            Some(p) => NetworkNamespace::Path(p.clone()),
+            None => NetworkNamespace::Host,
+        };
+        spec.cgroup_parent = format!("/berth/pod{uid}");
+        let sc = c.security_context.clone().unwrap_or_default();
+        let psc = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.clone())
+            .unwrap_or_default();
+        if let Some(u) = sc.run_as_user.or(psc.run_as_user) {
+            spec.uid = u as u32;
+        }
+        if let Some(g) = sc.run_as_group.or(psc.run_as_group) {
+            spec.gid = g as u32;
+        }
+        spec.security.privileged = sc.privileged.unwrap_or(false);
+        spec.security.read_only_root_filesystem = sc.read_only_root_filesystem.unwrap_or(false);
+        spec.security.no_new_privileges = sc.allow_privilege_escalation == Some(false);
+        if let Some(caps) = &sc.capabilities {
+            spec.security.capabilities.add = caps.add.clone().unwrap_or_default();
+            spec.security.capabilities.drop = caps.drop.clone().unwrap_or_default();
+        }
+        let res = c.resources.clone().unwrap_or_default();
+        let get =
+            |m: &Option<
+                std::collections::BTreeMap<
+                    String,
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+                >,
+            >,
+             k: &str| { m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone()) };
+        let (shares, quota, period) = spec::cpu(
+            get(&res.requests, "cpu").as_deref(),
+            get(&res.limits, "cpu").as_deref(),
+        );
+        spec.resources = Resources {
+            cpu_shares: shares,
+            cpu_quota: quota,
+            cpu_period: period,
+            memory_limit: get(&res.limits, "memory")
+                .as_deref()
+                .and_then(spec::quantity)
+                .map(|b| b as i64),
+            pids_limit: None,
+        };
+        for (file, dest) in [
+            ("hosts", "/etc/hosts"),
+            ("resolv.conf", "/etc/resolv.conf"),
+            ("hostname", "/etc/hostname"),
+        ] {
+            spec.mounts.push(MountSpec::Bind {
+                source: etc.join(file),
+                destination: dest.into(),
+                read_only: false,
+            });
+        }
+        for m in c.volume_mounts.clone().unwrap_or_default() {
+            let Some(src) = volumes.get(&m.name) else {
+                return Err(waiting(
+                    "CreateContainerConfigError",
+                    format!("volume {:?} not found", m.name),
+                ));
+            };
+            spec.mounts.push(MountSpec::Bind {
+                source: src.clone(),
+                destination: m.mount_path.clone(),
+                read_only: m.read_only.unwrap_or(false),
+            });
+        }
+        let containers = self.containers.clone();
+        match blocking(move || containers.start(&spec)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(ContainerState::Terminated {
+                exit_code: 128,
+                signal: None,
+                reason: "ContainerCannotRun".into(),
+                message: Some(e.to_string()),
+                started_at: None,
+                finished_at: now(),
+            }),
+            Err(e) => Err(waiting("CreateContainerError", e)),
+        }
+    }
+
+    /// Syncs one container: observes its newest attempt, restarts it when due. Returns the
+    /// observation and whether it finished successfully (for init containers).
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_container(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        all_ids: &[String],
+        restart_policy: &str,
+        netns: &Option<PathBuf>,
+        pod_ip: &str,
+        volumes: &HashMap<String, PathBuf>,
+        etc: &Path,
+        start: bool,
+    ) -> ContainerObservation {
+        let uid = pod.uid().unwrap_or_default();
+        let tries = attempts(all_ids, &uid, &c.name);
+        let image = c.image.clone().unwrap_or_default();
+        let mut obs = ContainerObservation {
+            name: c.name.clone(),
+            image: image.clone(),
+            image_id: String::new(),
+            container_id: None,
+            state: ContainerState::Waiting {
+                reason: "ContainerCreating".into(),
+                message: None,
+            },
+            last_state: None,
+            ready: false,
+            restart_count: tries.len().saturating_sub(1) as i32,
+        };
+        let latest = tries.last().copied();
+        let status = match latest {
+            Some(a) => {
+                let containers = self.containers.clone();
+                let id = container_id(&uid, &c.name, a);
+                blocking(move || containers.status(&id))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            None => None,
+        };
+        if let (Some(a), Some(s)) = (latest, &status) {
+            obs.container_id = Some(format!("crun://{}", container_id(&uid, &c.name, a)));
+            obs.state = observed(s);
+            if tries.len() > 1 {
+                let prev = tries[tries.len() - 2];
+                let containers = self.containers.clone();
+                let id = container_id(&uid, &c.name, prev);
+                if let Ok(Ok(p)) = blocking(move || containers.status(&id)).await {
+                    obs.last_state = Some(observed(&p));
+                }
+            }
+        }
+        if let Ok(Some(img)) = self.images.resolve(&image) {
+            obs.image_id = img.id.to_string();
+        }
+        let exited_ok = matches!(status, Some(ContainerStatus::Exited { code: 0, .. }));
+        let restart = match &status {
+            None => start,
+            Some(ContainerStatus::Exited {
+                code, finished_at, ..
+            }) => {
+                let wants = match restart_policy {
+                    "Always" => true,
+                    "OnFailure" => *code != 0,
+                    _ => false,
+                };
+                if wants && start {
+                    let due = *finished_at
+                        + chrono::Duration::from_std(backoff(obs.restart_count as u32))
+                            .unwrap_or_default();
+                    if Utc::now() < due && obs.restart_count >= 0 && latest.is_some() {
+                        obs.last_state = Some(obs.state.clone());
+                        obs.state = ContainerState::Waiting {
+                            reason: "CrashLoopBackOff".into(),
+                            message: Some(format!(
+                                "back-off restarting failed container {} in pod {}",
+                                c.name,
+                                pod.name_any()
+                            )),
+                        };
+                        false
+                    } else {
+                        true
+                    }
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        };
+        if restart {
+            let attempt = latest.map_or(0, |a| a + 1);
+            let previous = obs.state.clone();
+            match self
+                .start_container(pod, c, attempt, netns, pod_ip, volumes, etc)
+                .await
+            {
+                Ok(()) => {
+                    if latest.is_some() {
+                        obs.last_state = Some(previous);
+                        obs.restart_count += 1;
+                    }
+                    obs.container_id =
+                        Some(format!("crun://{}", container_id(&uid, &c.name, attempt)));
+                    obs.state = ContainerState::Running { started_at: now() };
+                }
+                Err(state) => obs.state = state,
+            }
+        }
+        // Without a readiness probe a running container is ready, as upstream.
+        obs.ready =
+            matches!(obs.state, ContainerState::Running { .. }) && c.readiness_probe.is_none();
+        if c.readiness_probe.is_some() && matches!(obs.state, ContainerState::Running { .. }) {
+            obs.ready = probe_ready(c, pod_ip).await;
+        }
+        let _ = exited_ok;
+        obs
+    }
+
+    /// Stops and removes everything of a pod, then deletes it from the API.
+    async fn terminate(&self, pod: &Pod) -> Result<(), PodError> {
+        let name = pod.name_any();
+        let uid = pod.uid().unwrap_or_default();
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .unwrap_or(30)
+            .max(0) as u64;
+        let containers = self.containers.clone();
+        let network = self.network.clone();
+        let pod_dir = self.pod_dir(&uid);
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        let uid2 = uid.clone();
+        let logs_dir = self.logs_dir.clone();
+        blocking(move || -> Result<(), String> {
+            let prefix = format!("{uid2}-");
+            let ids: Vec<String> = containers
+                .list()
+                .into_iter()
+                .filter(|id| id.starts_with(&prefix))
+                .collect();
+            // Stop them together, so the grace period is the pod's, not per container.
+            let handles: Vec<_> = ids
+                .iter()
+                .map(|id| {
+                    let containers = containers.clone();
+                    let id = id.clone();
+                    std::thread::spawn(move || {
+                        containers.stop(&id, libc::SIGTERM, Duration::from_secs(grace))
+                    })
+                })
+                .collect();
+            for h in handles {
+                let _ = h.join();
+            }
+            for id in &ids {
+                containers.remove(id).map_err(|e| e.to_string())?;
+            }
+            let _ = berth_runtime::cgroup::remove_cgroup(
+                &format!("/berth/pod{uid2}"),
+                containers.cgroup_mode(),
+            );
+            if !host_network {
+                Sandbox::destroy(&network, &uid2).map_err(|e| e.to_string())?;
+            }
+            if pod_dir.exists() {
+                std::fs::remove_dir_all(&pod_dir).map_err(|e| e.to_string())?;
+            }
+            remove_logs(&logs_dir, &uid2);
+            Ok(())
+        })
+        .await
+        .map_err(|e| err("stop", &name, e))?
+        .map_err(|e| err("stop", &name, e))?;
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&name, &dp).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(err("delete", &name, e)),
+        }
+    }
+
+    /// Brings one pod's containers to its spec and reports its status.
+    async fn sync(&self, pod: &Pod) -> Result<Action, PodError> {
+        if pod.metadata.deletion_timestamp.is_some() {
+            self.terminate(pod).await?;
+            return Ok(Action::await_change());
+        }
+        let name = pod.name_any();
+        let uid = pod.uid().unwrap_or_default();
+        let Some(spec) = &pod.spec else {
+            return Ok(Action::await_change());
+        };
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        let restart_policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let host_network = spec.host_network.unwrap_or(false);
+        // The sandbox: the pod's network namespace, wired by CNI.
+        let (netns, pod_ip) = if host_network {
+            (
+                None,
+                self.node_ip.clone().unwrap_or_else(|| "127.0.0.1".into()),
+            )
+        } else {
+            let ports: Vec<berth_net::PortMapping> = spec
+                .containers
+                .iter()
+                .flat_map(|c| c.ports.clone().unwrap_or_default())
+                .filter_map(|p| {
+                    let host_port = u16::try_from(p.host_port?).ok().filter(|h| *h > 0)?;
+                    Some(berth_net::PortMapping {
+                        host_port,
+                        container_port: u16::try_from(p.container_port).ok()?,
+                        protocol: match p.protocol.as_deref() {
+                            Some("UDP") => berth_net::Protocol::Udp,
+                            Some("SCTP") => berth_net::Protocol::Sctp,
+                            _ => berth_net::Protocol::Tcp,
+                        },
+                        host_ip: None,
+                    })
+                })
+                .collect();
+            let network = self.network.clone();
+            let u = uid.clone();
+            let info = blocking(move || Sandbox::create(&network, &u, &ports))
+                .await
+                .map_err(|e| err("create the pod sandbox", &name, e))?
+                .map_err(|e| err("create the pod sandbox", &name, e))?;
+            (Some(info.netns_path), info.ip.to_string())
+        };
+        let volumes = self.volumes(pod).await?;
+        let etc = self
+            .etc_files(pod, &pod_ip)
+            .map_err(|e| err("write /etc files", &name, e))?;
+        let containers = self.containers.clone();
+        let all_ids = blocking(move || containers.list())
+            .await
+            .map_err(|e| err("list containers", &name, e))?;
+        let terminal = phase == "Succeeded" || phase == "Failed";
+        // Init containers in order; the containers once they all succeeded.
+        let mut init_obs = Vec::new();
+        let mut initialized = true;
+        for c in spec.init_containers.clone().unwrap_or_default() {
+            let start = initialized && !terminal;
+            let o = self
+                .sync_container(
+                    pod,
+                    &c,
+                    &all_ids,
+                    if restart_policy == "Never" {
+                        "Never"
+                    } else {
+                        "OnFailure"
+                    },
+                    &netns,
+                    &pod_ip,
+                    &volumes,
+                    &etc,
+                    start,
+                )
+                .await;
+            let done = matches!(o.state, ContainerState::Terminated { exit_code: 0, .. });
+            initialized &= done;
+            init_obs.push(o);
+        }
+        let mut obs = Vec::new();
+        for c in &spec.containers {
+            obs.push(
+                self.sync_container(
+                    pod,
+                    c,
+                    &all_ids,
+                    &restart_policy,
+                    &netns,
+                    &pod_ip,
+                    &volumes,
+                    &etc,
+                    initialized && !terminal,
+                )
+                .await,
+            );
+        }
+        let previous = pod
+            .status
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s).ok())
+            .unwrap_or(json!({}));
+        let status = pod_status(
+            &restart_policy,
+            &init_obs,
+            &obs,
+            &previous,
+            Some(&pod_ip),
+            self.node_ip.as_deref(),
+            &now(),
+        );
+        if !same_status(&previous, &status) {
+            let api: Api<Pod> =
+                Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+            api.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
+            .await
+            .map_err(|e| err("report the status", &name, e))?;
+        }
+        Ok(Action::requeue(Duration::from_secs(1)))
+    }
+}
+
+/// Statuses equal but for heartbeat-like times that change on every sync.
+fn same_status(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(cs) = v.get_mut("containerStatuses").and_then(Value::as_array_mut) {
+            for c in cs {
+                if let Some(w) = c.pointer_mut("/state/running") {
+                    *w = json!({});
+                }
+            }
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
+/// A readiness probe's verdict: tcpSocket connects, httpGet answers 200–399; exec probes
+/// need exec into the container, which this node does not have yet (never ready).
+async fn probe_ready(c: &Container, pod_ip: &str) -> bool {
+    let Some(p) = &c.readiness_probe else {
+        return true;
+    };
+    let port_of =
+        |port: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString| -> Option<u16> {
+            use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+            match port {
+                IntOrString::Int(i) => u16::try_from(*i).ok(),
+                IntOrString::String(name) => c
+                    .ports
+                    .as_ref()?
+                    .iter()
+                    .find(|cp| cp.name.as_deref() == Some(name.as_str()))
+                    .and_then(|cp| u16::try_from(cp.container_port).ok()),
+            }
+        };
+    let timeout = Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64);
+    if let Some(t) = &p.tcp_socket {
+        let Some(port) = port_of(&t.port) else {
+            return false;
+        };
+        return matches!(
+            tokio::time::timeout(timeout, tokio::net::TcpStream::connect((pod_ip, port))).await,
+            Ok(Ok(_))
+        );
+    }
+    if let Some(h) = &p.http_get {
+        let Some(port) = port_of(&h.port) else {
+            return false;
+        };
+        let path = h.path.clone().unwrap_or_else(|| "/".into());
+        let get = async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect((pod_ip, port)).await.ok()?;
+            let req = format!("GET {path} HTTP/1.0\r\nHost: {pod_ip}:{port}\r\nUser-Agent: kube-probe/1.33\r\n\r\n");
+            s.write_all(req.as_bytes()).await.ok()?;
+            let mut buf = [0u8; 32];
+            let n = s.read(&mut buf).await.ok()?;
+            let line = String::from_utf8_lossy(&buf[..n]).to_string();
+            line.split_whitespace().nth(1)?.parse::<u16>().ok()
+        };
+        return matches!(tokio::time::timeout(timeout, get).await, Ok(Some(code)) if (200..400).contains(&code));
+    }
+    false
+}
+
+impl PodRuntime {
+    /// Removes containers, sandboxes and pod directories of pods the API no longer has on
+    /// this node (e.g. finished pods deleted at once, or pods deleted while the agent was down).
+    async fn cleanup_orphans(&self) -> Result<(), PodError> {
+        // What exists on the node is read before the API is asked: anything of a pod the API
+        // does not have afterwards belongs to a deleted pod (a new pod is in the API before
+        // the node makes anything for it).
+        let containers = self.containers.clone();
+        let network = self.network.clone();
+        let pods_dir = self.pods_dir.clone();
+        let (ids, sandboxes, dirs) = blocking(move || {
+            let dirs: Vec<String> = std::fs::read_dir(&pods_dir)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                containers.list(),
+                Sandbox::list(&network).unwrap_or_default(),
+                dirs,
+            )
+        })
+        .await
+        .map_err(|e| err("clean up", "*", e))?;
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let lp =
+            kube::api::ListParams::default().fields(&format!("spec.nodeName={}", self.node_name));
+        let live: std::collections::HashSet<String> = pods
+            .list(&lp)
+            .await
+            .map_err(|e| err("list pods", "*", e))?
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.uid)
+            .collect();
+        let containers = self.containers.clone();
+        let network = self.network.clone();
+        let pods_dir = self.pods_dir.clone();
+        let logs_dir = self.logs_dir.clone();
+        blocking(move || {
+            // Container ids are `<pod-uid>-<container>-<attempt>`; a uid is 36 characters.
+            let uid_of = |id: &str| id.get(..36).unwrap_or_default().to_string();
+            let mut orphans: std::collections::HashSet<String> = std::collections::HashSet::new();
+            for id in ids.iter().filter(|id| !live.contains(&uid_of(id))) {
+                let _ = containers.stop(id, libc::SIGKILL, Duration::from_secs(1));
+                if let Err(e) = containers.remove(id) {
+                    tracing::warn!(container = %id, "failed to remove an orphaned container: {e}");
+                }
+                orphans.insert(uid_of(id));
+            }
+            orphans.extend(
+                sandboxes
+                    .into_iter()
+                    .chain(dirs)
+                    .filter(|uid| !live.contains(uid)),
+            );
+            for uid in orphans {
+                if let Err(e) = Sandbox::destroy(&network, &uid) {
+                    tracing::warn!(pod_uid = %uid, "failed to destroy an orphaned sandbox: {e}");
+                }
+                let _ = berth_runtime::cgroup::remove_cgroup(
+                    &format!("/berth/pod{uid}"),
+                    containers.cgroup_mode(),
+                );
+                let _ = std::fs::remove_dir_all(pods_dir.join(&uid));
+                remove_logs(&logs_dir, &uid);
+            }
+        })
+        .await
+        .map_err(|e| err("clean up", "*", e))
+    }
+}
+
+/// Removes a deleted pod's log directory (`<ns>_<name>_<uid>`).
+fn remove_logs(logs_dir: &Path, uid: &str) {
+    let suffix = format!("_{uid}");
+    if let Ok(entries) = std::fs::read_dir(logs_dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().ends_with(&suffix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// How often leftovers of deleted pods are looked for.
+const ORPHAN_SCAN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs the pod worker until `shutdown` resolves.
+pub async fn run(
+    runtime: PodRuntime,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let pods: Api<Pod> = Api::all(runtime.client.clone());
+    let selector = format!("spec.nodeName={}", runtime.node_name);
+    let runtime = Arc::new(runtime);
+    let janitor = {
+        let rt = runtime.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ORPHAN_SCAN_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(e) = rt.cleanup_orphans().await {
+                    tracing::warn!("{e}");
+                }
+            }
+        })
+    };
+    Controller::new(pods, watcher::Config::default().fields(&selector))
+        .graceful_shutdown_on(shutdown)
+        .run(
+            |pod: Arc<Pod>, rt: Arc<PodRuntime>| async move { rt.sync(&pod).await },
+            |_pod, error: &PodError, _rt| {
+                tracing::warn!("{error}");
+                Action::requeue(Duration::from_secs(2))
+            },
+            runtime,
+        )
+        .for_each(|_| async {})
+        .await;
+    janitor.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_and_backoff() {
+        let ids = vec![
+            "u-app-0".to_string(),
+            "u-app-2".to_string(),
+            "u-app-1".to_string(),
+            "u-side-0".to_string(),
+            "v-app-0".to_string(),
+        ];
+        assert_eq!(attempts(&ids, "u", "app"), vec![0, 1, 2]);
+        assert_eq!(attempts(&ids, "u", "side"), vec![0]);
+        assert_eq!(backoff(0), Duration::from_secs(10));
+        assert_eq!(backoff(3), Duration::from_secs(80));
+        assert_eq!(backoff(10), Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,172 @@
+//! Pods run as real containers (root): a busybox image imported from an OCI tarball, CNI
+//! networking, configMap volumes, readiness, restarts with back-off, completion, graceful
+//! deletion — and nothing left behind.
+
+mod common;
+
+use common::Cluster;
+use std::time::Duration;
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|r| r.split_whitespace().nth(1) == Some("0"))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Removes the test network (bridge, routes, netns mounts) however the test ended.
+struct NetworkGuard(berth_net::NetworkConfig);
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        if let Err(e) = berth_net::Sandbox::teardown_network(&self.0) {
+            eprintln!("network teardown: {e}");
+        }
+    }
+}
+
+#[test]
+fn pods_run_as_containers() {
+    if !is_root() {
+        eprintln!("skipped: running pods needs root");
+        return;
+    }
+    let n = std::process::id() % 200 + 20;
+    let cidr = format!("10.199.{n}.0/24");
+    let bridge = format!("btpod{n}");
+    let c = Cluster::start_prepared(
+        |dir| {
+            std::fs::create_dir_all(dir.join("images")).expect("images dir");
+            berth_images::testing::build_busybox_oci_tar(
+                &dir.join("images/busybox.tar"),
+                "busybox:latest",
+            )
+            .expect("busybox image");
+        },
+        &[
+            "--node-name",
+            "pod-node",
+            "--pod-cidr",
+            &cidr,
+            "--bridge",
+            &bridge,
+        ],
+    );
+    let _net = NetworkGuard(berth_net::NetworkConfig {
+        bridge: bridge.clone(),
+        pod_cidr: cidr.clone(),
+        plugin_dir: "/usr/lib/cni".into(),
+        state_dir: c.dir.path().to_path_buf(),
+        mtu: None,
+    });
+    let manifest = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: www}
+data: {index.html: "hello from a berth pod\n"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  nodeName: pod-node
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: web
+    image: busybox:latest
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    env: [{name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+    ports: [{containerPort: 8080}]
+    readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
+    volumeMounts: [{name: www, mountPath: /www}]
+  volumes: [{name: www, configMap: {name: www}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: crash}
+spec:
+  nodeName: pod-node
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: busybox:latest, command: ["sh", "-c", "echo dying; exit 3"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: once}
+spec:
+  nodeName: pod-node
+  restartPolicy: Never
+  initContainers: [{name: init, image: busybox:latest, command: ["true"]}]
+  containers: [{name: c, image: busybox:latest, command: ["sh", "-c", "exit 0"]}]
+"#;
+    c.kubectl_stdin(&["apply", "-f", "-"], manifest);
+    c.eventually("the node to be Ready", Duration::from_secs(20), || {
+        c.kubectl(&[
+            "get",
+            "node",
+            "pod-node",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]) == "True"
+    });
+    c.eventually(
+        "web to be Running and Ready",
+        Duration::from_secs(30),
+        || {
+            c.kubectl(&[
+                "get",
+                "pod",
+                "web",
+                "-o",
+                "jsonpath={.status.phase}/{.status.containerStatuses[0].ready}",
+            ]) == "Running/true"
+        },
+    );
+    let ip = c.kubectl(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);
+    assert!(
+        ip.starts_with(&format!("10.199.{n}.")),
+        "pod IP from the pod CIDR: {ip}"
+    );
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", &format!("http://{ip}:8080/")])
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from a berth pod\n"
+    );
+    c.eventually("once to succeed", Duration::from_secs(30), || {
+        c.kubectl(&["get", "pod", "once", "-o", "jsonpath={.status.phase}"]) == "Succeeded"
+    });
+    c.eventually("crash to restart after its back-off", Duration::from_secs(40), || {
+        let s = c.kubectl(&["get", "pod", "crash", "-o", "jsonpath={.status.containerStatuses[0].restartCount}/{.status.containerStatuses[0].lastState.terminated.exitCode}"]);
+        s.split('/').next().and_then(|r| r.parse::<i32>().ok()).is_some_and(|r| r >= 1) && s.ends_with("/3")
+    });
+    let log_dir = std::path::Path::new("/var/log/pods");
+    let uid = c.kubectl(&["get", "pod", "crash", "-o", "jsonpath={.metadata.uid}"]);
+    let log = std::fs::read_to_string(log_dir.join(format!("default_crash_{uid}/c/0.log")))
+        .expect("crash log");
+    assert!(log.contains(" stdout F dying"), "CRI-format log: {log}");
+
+    c.kubectl(&["delete", "pod", "web", "crash", "once", "--grace-period=1"]);
+    assert!(c.kubectl(&["get", "pods", "-o", "name"]).trim().is_empty());
+    // Finished pods go from the API at once; the node removes what they left within a scan.
+    let entries = |sub: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(c.dir.path().join(sub))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    c.eventually(
+        "every container and sandbox to be removed",
+        Duration::from_secs(20),
+        || {
+            entries("containers/containers").is_empty()
+                && entries("netns").is_empty()
+                && entries("pods").is_empty()
+        },
+    );
+}
