@@ -49,6 +49,58 @@ pub struct PodRuntime {
     pub pods_dir: PathBuf,
     /// Where container logs go (`/var/log/pods` upstream).
     pub logs_dir: PathBuf,
+    /// Containers that failed to start, for the back-off between attempts.
+    pub start_failures: StartFailures,
+}
+
+/// Per pod container (`<uid>/<name>`): failed starts so far, the last one's time, and what
+/// it reported. Kept in memory like upstream's back-off: a restarted agent just retries.
+#[derive(Debug, Default)]
+pub struct StartFailures(std::sync::Mutex<HashMap<String, StartFailure>>);
+
+/// Failed starts so far, when the last one was, and what it reported.
+type StartFailure = (u32, DateTime<Utc>, ContainerState);
+
+impl StartFailures {
+    fn get(&self, key: &str) -> Option<StartFailure> {
+        self.0.lock().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    fn record(&self, key: &str, state: ContainerState) {
+        if let Ok(mut m) = self.0.lock() {
+            let n = m.get(key).map_or(0, |e| e.0) + 1;
+            m.insert(key.to_string(), (n, Utc::now(), state));
+        }
+    }
+
+    fn clear(&self, key: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(key);
+        }
+    }
+}
+
+/// A signal's number from an image's STOPSIGNAL (`SIGQUIT`, `QUIT` or `3`); SIGTERM if unset
+/// or unknown.
+pub fn stop_signal(name: Option<&str>) -> i32 {
+    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return libc::SIGTERM;
+    };
+    if let Ok(n) = name.parse::<i32>() {
+        return n;
+    }
+    let bare = name.trim_start_matches("SIG");
+    match bare {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "WINCH" => libc::SIGWINCH,
+        "STOP" => libc::SIGSTOP,
+        _ => libc::SIGTERM,
+    }
 }
 
 fn err(what: &'static str, pod: &str, why: impl std::fmt::Display) -> PodError {
@@ -581,7 +633,6 @@ impl PodRuntime {
         if let Ok(Some(img)) = self.images.resolve(&image) {
             obs.image_id = img.id.to_string();
         }
-        let exited_ok = matches!(status, Some(ContainerStatus::Exited { code: 0, .. }));
         let restart = match &status {
             None => start,
             Some(ContainerStatus::Exited {
@@ -596,7 +647,7 @@ impl PodRuntime {
                     let due = *finished_at
                         + chrono::Duration::from_std(backoff(obs.restart_count as u32))
                             .unwrap_or_default();
-                    if Utc::now() < due && obs.restart_count >= 0 && latest.is_some() {
+                    if Utc::now() < due && latest.is_some() {
                         obs.last_state = Some(obs.state.clone());
                         obs.state = ContainerState::Waiting {
                             reason: "CrashLoopBackOff".into(),
@@ -616,6 +667,17 @@ impl PodRuntime {
             }
             _ => false,
         };
+        // A container that failed to start waits out its back-off before the next try.
+        let key = format!("{uid}/{}", c.name);
+        let mut restart = restart;
+        if let Some((n, at, state)) = self.start_failures.get(&key) {
+            let due =
+                at + chrono::Duration::from_std(backoff(n.saturating_sub(1))).unwrap_or_default();
+            if restart && Utc::now() < due {
+                restart = false;
+                obs.state = state;
+            }
+        }
         if restart {
             let attempt = latest.map_or(0, |a| a + 1);
             let previous = obs.state.clone();
@@ -631,8 +693,20 @@ impl PodRuntime {
                     obs.container_id =
                         Some(format!("crun://{}", container_id(&uid, &c.name, attempt)));
                     obs.state = ContainerState::Running { started_at: now() };
+                    self.start_failures.clear(&key);
                 }
-                Err(state) => obs.state = state,
+                Err(state) => {
+                    // Reported as waiting with the cause, as upstream's RunContainerError.
+                    let waiting = match state {
+                        ContainerState::Terminated { message, .. } => ContainerState::Waiting {
+                            reason: "RunContainerError".into(),
+                            message,
+                        },
+                        other => other,
+                    };
+                    self.start_failures.record(&key, waiting.clone());
+                    obs.state = waiting;
+                }
             }
         }
         // Without a readiness probe a running container is ready, as upstream.
@@ -641,7 +715,6 @@ impl PodRuntime {
         if c.readiness_probe.is_some() && matches!(obs.state, ContainerState::Running { .. }) {
             obs.ready = probe_ready(c, pod_ip).await;
         }
-        let _ = exited_ok;
         obs
     }
 
@@ -664,6 +737,23 @@ impl PodRuntime {
             .unwrap_or(false);
         let uid2 = uid.clone();
         let logs_dir = self.logs_dir.clone();
+        // Each container stops with its image's STOPSIGNAL (nginx: SIGQUIT), else SIGTERM.
+        let mut signals: HashMap<String, i32> = HashMap::new();
+        if let Some(spec) = &pod.spec {
+            for c in spec
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(spec.containers.iter())
+            {
+                let image = c.image.clone().unwrap_or_default();
+                let sig = match self.images.resolve(&image) {
+                    Ok(Some(img)) => stop_signal(img.config.stop_signal.as_deref()),
+                    _ => libc::SIGTERM,
+                };
+                signals.insert(c.name.clone(), sig);
+            }
+        }
         blocking(move || -> Result<(), String> {
             let prefix = format!("{uid2}-");
             let ids: Vec<String> = containers
@@ -677,8 +767,15 @@ impl PodRuntime {
                 .map(|id| {
                     let containers = containers.clone();
                     let id = id.clone();
+                    // Ids are `<uid>-<container>-<attempt>`.
+                    let name = id
+                        .get(37..)
+                        .and_then(|r| r.rsplit_once('-'))
+                        .map(|(n, _)| n.to_string())
+                        .unwrap_or_default();
+                    let signal = signals.get(&name).copied().unwrap_or(libc::SIGTERM);
                     std::thread::spawn(move || {
-                        containers.stop(&id, libc::SIGTERM, Duration::from_secs(grace))
+                        containers.stop(&id, signal, Duration::from_secs(grace))
                     })
                 })
                 .collect();
@@ -1049,6 +1146,15 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_signals_from_images() {
+        assert_eq!(stop_signal(None), libc::SIGTERM);
+        assert_eq!(stop_signal(Some("SIGQUIT")), libc::SIGQUIT);
+        assert_eq!(stop_signal(Some("QUIT")), libc::SIGQUIT);
+        assert_eq!(stop_signal(Some("9")), 9);
+        assert_eq!(stop_signal(Some("SIGBOGUS")), libc::SIGTERM);
+    }
 
     #[test]
     fn attempts_and_backoff() {

@@ -297,6 +297,7 @@ fn pod_runtime(
         containers,
         pods_dir: args.data_dir.join("pods"),
         logs_dir: PathBuf::from("/var/log/pods"),
+        start_failures: Default::default(),
     }))
 }
 

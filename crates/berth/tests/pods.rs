@@ -39,7 +39,15 @@ fn pods_run_as_containers() {
     let n = std::process::id() % 200 + 20;
     let cidr = format!("10.199.{n}.0/24");
     let bridge = format!("btpod{n}");
-    let c = Cluster::start_prepared(
+    let extra = [
+        "--node-name",
+        "pod-node",
+        "--pod-cidr",
+        &cidr,
+        "--bridge",
+        &bridge,
+    ];
+    let mut c = Cluster::start_prepared(
         |dir| {
             std::fs::create_dir_all(dir.join("images")).expect("images dir");
             berth_images::testing::build_busybox_oci_tar(
@@ -102,6 +110,13 @@ spec:
   restartPolicy: Never
   initContainers: [{name: init, image: busybox:latest, command: ["true"]}]
   containers: [{name: c, image: busybox:latest, command: ["sh", "-c", "exit 0"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nocmd}
+spec:
+  nodeName: pod-node
+  containers: [{name: c, image: busybox:latest, command: ["/nope"]}]
 "#;
     c.kubectl_stdin(&["apply", "-f", "-"], manifest);
     c.eventually("the node to be Ready", Duration::from_secs(20), || {
@@ -139,6 +154,42 @@ spec:
         String::from_utf8_lossy(&out.stdout),
         "hello from a berth pod\n"
     );
+    // The agent restarts; the container keeps running and is adopted, not restarted.
+    let id = c.kubectl(&[
+        "get",
+        "pod",
+        "web",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].containerID}",
+    ]);
+    c.restart_with(&extra);
+    c.eventually(
+        "web to be reported again after the agent restart",
+        Duration::from_secs(30),
+        || {
+            c.kubectl(&[
+                "get",
+                "pod",
+                "web",
+                "-o",
+                "jsonpath={.status.phase}/{.status.containerStatuses[0].ready}",
+            ]) == "Running/true"
+        },
+    );
+    let after = c.kubectl(&["get", "pod", "web", "-o", "jsonpath={.status.containerStatuses[0].containerID}/{.status.containerStatuses[0].restartCount}"]);
+    assert_eq!(after, format!("{id}/0"), "same container, no restart");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", &format!("http://{ip}:8080/")])
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from a berth pod\n"
+    );
+    c.eventually("nocmd to report the runtime's error", Duration::from_secs(30), || {
+        let w = c.kubectl(&["get", "pod", "nocmd", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}: {.status.containerStatuses[0].state.waiting.message}"]);
+        w.starts_with("RunContainerError") && w.contains("nope")
+    });
     c.eventually("once to succeed", Duration::from_secs(30), || {
         c.kubectl(&["get", "pod", "once", "-o", "jsonpath={.status.phase}"]) == "Succeeded"
     });
@@ -152,7 +203,15 @@ spec:
         .expect("crash log");
     assert!(log.contains(" stdout F dying"), "CRI-format log: {log}");
 
-    c.kubectl(&["delete", "pod", "web", "crash", "once", "--grace-period=1"]);
+    c.kubectl(&[
+        "delete",
+        "pod",
+        "web",
+        "crash",
+        "once",
+        "nocmd",
+        "--grace-period=1",
+    ]);
     assert!(c.kubectl(&["get", "pods", "-o", "name"]).trim().is_empty());
     // Finished pods go from the API at once; the node removes what they left within a scan.
     let entries = |sub: &str| -> Vec<std::path::PathBuf> {
