@@ -229,3 +229,170 @@ spec:
         },
     );
 }
+
+/// Everything on the host that belongs to this server's pods.
+fn leftovers(data_dir: &std::path::Path, bridge: &str, uids: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    for sub in ["containers/containers", "netns", "pods"] {
+        if let Ok(d) = std::fs::read_dir(data_dir.join(sub)) {
+            found.extend(d.flatten().map(|e| e.path().display().to_string()));
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = data_dir.display().to_string();
+    // The netns directory's own bind mount stays while the network exists.
+    found.extend(
+        mounts
+            .lines()
+            .filter(|l| l.contains(&dir) && !l.contains(&format!("{dir}/netns ")))
+            .map(str::to_string),
+    );
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output();
+    if let Ok(out) = links {
+        found.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| format!("veth on bridge: {l}")),
+        );
+    }
+    for root in [
+        "/sys/fs/cgroup/memory/berth",
+        "/sys/fs/cgroup/pids/berth",
+        "/sys/fs/cgroup/unified/berth",
+        "/sys/fs/cgroup/berth",
+    ] {
+        if let Ok(d) = std::fs::read_dir(root) {
+            found.extend(
+                d.flatten()
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().to_string();
+                        uids.iter().any(|u| name == format!("pod{u}"))
+                    })
+                    .map(|e| e.path().display().to_string()),
+            );
+        }
+    }
+    let shims = std::process::Command::new("pgrep")
+        .args(["-f", &format!("shim.*{dir}")])
+        .output();
+    if let Ok(out) = shims {
+        found.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|p| format!("shim process {p}")),
+        );
+    }
+    found
+}
+
+#[test]
+fn a_hundred_pod_cycles_leave_nothing_behind() {
+    if !is_root() {
+        eprintln!("skipped: running pods needs root");
+        return;
+    }
+    let n = std::process::id() % 200 + 21;
+    let cidr = format!("10.198.{n}.0/24");
+    let bridge = format!("btleak{n}");
+    let c = Cluster::start_prepared(
+        |dir| {
+            std::fs::create_dir_all(dir.join("images")).expect("images dir");
+            berth_images::testing::build_busybox_oci_tar(
+                &dir.join("images/busybox.tar"),
+                "busybox:latest",
+            )
+            .expect("busybox image");
+        },
+        &[
+            "--node-name",
+            "leak-node",
+            "--pod-cidr",
+            &cidr,
+            "--bridge",
+            &bridge,
+            "--container-runtime",
+            "runc",
+        ],
+    );
+    let _net = NetworkGuard(berth_net::NetworkConfig {
+        bridge: bridge.clone(),
+        pod_cidr: cidr.clone(),
+        plugin_dir: "/usr/lib/cni".into(),
+        state_dir: c.dir.path().to_path_buf(),
+        mtu: None,
+    });
+    let mut uids: Vec<String> = Vec::new();
+    for round in 0..10 {
+        let mut manifest = String::new();
+        for i in 0..10 {
+            manifest.push_str(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, labels: {{cycle: x}}}}\nspec:\n  nodeName: leak-node\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: busybox:latest, command: [sleep, '3600']}}]\n---\n"
+            ));
+        }
+        c.kubectl_stdin(&["apply", "-f", "-"], &manifest);
+        c.eventually("10 pods Running", Duration::from_secs(60), || {
+            c.kubectl(&[
+                "get",
+                "pods",
+                "-l",
+                "cycle=x",
+                "-o",
+                "jsonpath={.items[*].status.phase}",
+            ])
+            .split_whitespace()
+            .filter(|p| *p == "Running")
+            .count()
+                == 10
+        });
+        let round_uids = c.kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "cycle=x",
+            "-o",
+            "jsonpath={.items[*].metadata.uid}",
+        ]);
+        uids.extend(round_uids.split_whitespace().map(str::to_string));
+        // Half the rounds delete gracefully (the agent stops them), half by force (the
+        // agent finds the leftovers of pods that are gone).
+        if round % 2 == 0 {
+            c.kubectl(&["delete", "pods", "-l", "cycle=x", "--grace-period=1"]);
+        } else {
+            c.kubectl(&[
+                "delete",
+                "pods",
+                "-l",
+                "cycle=x",
+                "--grace-period=0",
+                "--force",
+            ]);
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut left = leftovers(c.dir.path(), &bridge, &uids);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        left = leftovers(c.dir.path(), &bridge, &uids);
+    }
+    assert!(left.is_empty(), "left behind after 100 pods: {left:#?}");
+    let ipam = c.dir.path().join("cni/ipam");
+    let allocated: Vec<String> = std::fs::read_dir(&ipam)
+        .map(|d| {
+            d.flatten()
+                .flat_map(|net| {
+                    std::fs::read_dir(net.path())
+                        .map(|x| x.flatten().collect::<Vec<_>>())
+                        .unwrap_or_default()
+                })
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        allocated.is_empty(),
+        "pod IPs still allocated: {allocated:?}"
+    );
+}
