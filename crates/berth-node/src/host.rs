@@ -62,6 +62,19 @@ pub fn filesystem_size(path: &Path) -> u64 {
     }
 }
 
+/// Whether this process runs as root (running pods needs it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|r| r.split_whitespace().nth(1) == Some("0"))
+            })
+        })
+        .unwrap_or(false)
+}
+
 /// The address this host uses to reach other machines (no packet is sent: a UDP socket is
 /// only connected to learn the route's source address).
 pub fn primary_address() -> Option<IpAddr> {

@@ -247,7 +247,7 @@ fn pod_runtime(
     client: kube::Client,
     node_name: &str,
 ) -> anyhow::Result<Option<berth_node::pods::PodRuntime>> {
-    if !is_root() {
+    if !berth_node::host::is_root() {
         tracing::warn!("not running as root: the node agent registers the node but runs no pods");
         return Ok(None);
     }
@@ -299,18 +299,6 @@ fn pod_runtime(
         logs_dir: PathBuf::from("/var/log/pods"),
         start_failures: Default::default(),
     }))
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("Uid:")
-                    .map(|r| r.split_whitespace().nth(1) == Some("0"))
-            })
-        })
-        .unwrap_or(false)
 }
 
 async fn wait_for_signal() {

@@ -7,18 +7,6 @@ mod common;
 use common::Cluster;
 use std::time::Duration;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("Uid:")
-                    .map(|r| r.split_whitespace().nth(1) == Some("0"))
-            })
-        })
-        .unwrap_or(false)
-}
-
 /// Removes the test network (bridge, routes, netns mounts) however the test ended.
 struct NetworkGuard(berth_net::NetworkConfig);
 
@@ -30,48 +18,78 @@ impl Drop for NetworkGuard {
     }
 }
 
-#[test]
-fn pods_run_as_containers() {
-    if !is_root() {
-        eprintln!("skipped: running pods needs root");
-        return;
-    }
-    let n = std::process::id() % 200 + 20;
-    let cidr = format!("10.199.{n}.0/24");
-    let bridge = format!("btpod{n}");
-    let extra = [
-        "--node-name",
-        "pod-node",
-        "--pod-cidr",
-        &cidr,
-        "--bridge",
-        &bridge,
-    ];
-    let mut c = Cluster::start_prepared(
-        |dir| {
-            std::fs::create_dir_all(dir.join("images")).expect("images dir");
-            berth_images::testing::build_busybox_oci_tar(
-                &dir.join("images/busybox.tar"),
-                "busybox:latest",
-            )
-            .expect("busybox image");
-        },
-        &[
+/// A server with a busybox image, its own bridge and pod CIDR, torn down after the test
+/// (the cluster stops first, then its network goes).
+struct PodCluster {
+    c: Cluster,
+    args: Vec<String>,
+    bridge: String,
+    _net: NetworkGuard,
+}
+
+impl PodCluster {
+    /// `None` (the test is skipped) unless running as root.
+    fn start(node: &str, subnet: u8, bridge_prefix: &str, runtime: &str) -> Option<PodCluster> {
+        if !berth_node::host::is_root() {
+            eprintln!("skipped: running pods needs root");
+            return None;
+        }
+        let n = std::process::id() % 200 + 20;
+        let cidr = format!("10.{subnet}.{n}.0/24");
+        let bridge = format!("{bridge_prefix}{n}");
+        let args: Vec<String> = [
             "--node-name",
-            "pod-node",
+            node,
             "--pod-cidr",
             &cidr,
             "--bridge",
             &bridge,
-        ],
-    );
-    let _net = NetworkGuard(berth_net::NetworkConfig {
-        bridge: bridge.clone(),
-        pod_cidr: cidr.clone(),
-        plugin_dir: "/usr/lib/cni".into(),
-        state_dir: c.dir.path().to_path_buf(),
-        mtu: None,
-    });
+            "--container-runtime",
+            runtime,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let c = Cluster::start_prepared(
+            |dir| {
+                std::fs::create_dir_all(dir.join("images")).expect("images dir");
+                berth_images::testing::build_busybox_oci_tar(
+                    &dir.join("images/busybox.tar"),
+                    "busybox:latest",
+                )
+                .expect("busybox image");
+            },
+            &argv,
+        );
+        let net = NetworkGuard(berth_net::NetworkConfig {
+            bridge: bridge.clone(),
+            pod_cidr: cidr,
+            plugin_dir: "/usr/lib/cni".into(),
+            state_dir: c.dir.path().to_path_buf(),
+            mtu: None,
+        });
+        Some(PodCluster {
+            c,
+            args,
+            bridge,
+            _net: net,
+        })
+    }
+
+    fn restart(&mut self) {
+        let argv: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.c.restart_with(&argv);
+    }
+}
+
+#[test]
+fn pods_run_as_containers() {
+    let Some(mut pc) = PodCluster::start("pod-node", 199, "btpod", "crun") else {
+        return;
+    };
+    let n = std::process::id() % 200 + 20;
+    let c = &pc.c;
     let manifest = r#"
 apiVersion: v1
 kind: ConfigMap
@@ -162,7 +180,8 @@ spec:
         "-o",
         "jsonpath={.status.containerStatuses[0].containerID}",
     ]);
-    c.restart_with(&extra);
+    pc.restart();
+    let c = &pc.c;
     c.eventually(
         "web to be reported again after the agent restart",
         Duration::from_secs(30),
@@ -289,40 +308,10 @@ fn leftovers(data_dir: &std::path::Path, bridge: &str, uids: &[String]) -> Vec<S
 
 #[test]
 fn a_hundred_pod_cycles_leave_nothing_behind() {
-    if !is_root() {
-        eprintln!("skipped: running pods needs root");
+    let Some(pc) = PodCluster::start("leak-node", 198, "btleak", "runc") else {
         return;
-    }
-    let n = std::process::id() % 200 + 21;
-    let cidr = format!("10.198.{n}.0/24");
-    let bridge = format!("btleak{n}");
-    let c = Cluster::start_prepared(
-        |dir| {
-            std::fs::create_dir_all(dir.join("images")).expect("images dir");
-            berth_images::testing::build_busybox_oci_tar(
-                &dir.join("images/busybox.tar"),
-                "busybox:latest",
-            )
-            .expect("busybox image");
-        },
-        &[
-            "--node-name",
-            "leak-node",
-            "--pod-cidr",
-            &cidr,
-            "--bridge",
-            &bridge,
-            "--container-runtime",
-            "runc",
-        ],
-    );
-    let _net = NetworkGuard(berth_net::NetworkConfig {
-        bridge: bridge.clone(),
-        pod_cidr: cidr.clone(),
-        plugin_dir: "/usr/lib/cni".into(),
-        state_dir: c.dir.path().to_path_buf(),
-        mtu: None,
-    });
+    };
+    let (c, bridge) = (&pc.c, &pc.bridge);
     let mut uids: Vec<String> = Vec::new();
     for round in 0..10 {
         let mut manifest = String::new();
@@ -371,10 +360,10 @@ fn a_hundred_pod_cycles_leave_nothing_behind() {
         }
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut left = leftovers(c.dir.path(), &bridge, &uids);
+    let mut left = leftovers(c.dir.path(), bridge, &uids);
     while !left.is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
-        left = leftovers(c.dir.path(), &bridge, &uids);
+        left = leftovers(c.dir.path(), bridge, &uids);
     }
     assert!(left.is_empty(), "left behind after 100 pods: {left:#?}");
     let ipam = c.dir.path().join("cni/ipam");
