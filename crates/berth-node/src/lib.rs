@@ -56,13 +56,14 @@ pub async fn run(
         }
     };
     config.runs_pods = pods.is_some();
+    let images = pods.as_ref().map(|p| p.images.clone());
     match pods {
         Some(rt) => {
             tokio::join!(
-                status::run(client, config, stopped()),
+                status::run(client, config, images, stopped()),
                 pods::run(rt, stopped())
             );
         }
-        None => status::run(client, config, stopped()).await,
+        None => status::run(client, config, images, stopped()).await,
     }
 }

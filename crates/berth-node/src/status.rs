@@ -154,10 +154,40 @@ async fn register(
     }
 }
 
+/// The node's images as `status.images` lists them: names (with the digest form) and size.
+async fn node_images(store: &Option<berth_images::ImageStore>) -> Vec<Value> {
+    let Some(store) = store.clone() else {
+        return Vec::new();
+    };
+    let listed = tokio::task::spawn_blocking(move || store.list()).await;
+    let Ok(Ok(images)) = listed else {
+        return Vec::new();
+    };
+    images
+        .into_iter()
+        .map(|i| {
+            let mut names: Vec<String> = i
+                .names
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{}@{}",
+                        n.rsplit_once(':').map_or(n.as_str(), |(repo, _)| repo),
+                        i.manifest_digest
+                    )
+                })
+                .collect();
+            names.extend(i.names.iter().cloned());
+            json!({"names": names, "sizeBytes": i.size})
+        })
+        .collect()
+}
+
 async fn report_status(
     nodes: &Api<Node>,
     config: &NodeConfig,
     host: &HostInfo,
+    images: &Option<berth_images::ImageStore>,
 ) -> Result<(), HeartbeatError> {
     let current = nodes
         .get_status(&config.name)
@@ -171,7 +201,8 @@ async fn report_status(
         .status
         .as_ref()
         .and_then(|s| serde_json::to_value(s).ok());
-    let status = node_status(config, host, previous.as_ref());
+    let mut status = node_status(config, host, previous.as_ref());
+    status["images"] = Value::Array(node_images(images).await);
     nodes
         .patch_status(
             &config.name,
@@ -225,6 +256,7 @@ async fn renew_lease(
 pub async fn run(
     client: kube::Client,
     config: NodeConfig,
+    images: Option<berth_images::ImageStore>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let host = HostInfo::read(&config.data_dir);
@@ -242,7 +274,7 @@ pub async fn run(
                     Some(uid) => uid.clone(),
                     None => match register(&nodes, &config, &host).await {
                         Ok(uid) => {
-                            if let Err(e) = report_status(&nodes, &config, &host).await {
+                            if let Err(e) = report_status(&nodes, &config, &host, &images).await {
                                 tracing::warn!("{e}");
                             }
                             node_uid = Some(uid.clone());
@@ -259,7 +291,7 @@ pub async fn run(
                 }
             }
             _ = status_tick.tick(), if node_uid.is_some() => {
-                if let Err(e) = report_status(&nodes, &config, &host).await {
+                if let Err(e) = report_status(&nodes, &config, &host, &images).await {
                     tracing::warn!("{e}");
                     // The Node may have been deleted: register again at the next tick.
                     node_uid = None;

@@ -159,6 +159,17 @@ spec:
             ]) == "Running/true"
         },
     );
+    let images = c.kubectl(&[
+        "get",
+        "node",
+        "pod-node",
+        "-o",
+        "jsonpath={.status.images[*].names}",
+    ]);
+    assert!(
+        images.contains("docker.io/library/busybox:latest"),
+        "node reports its images: {images}"
+    );
     let ip = c.kubectl(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);
     assert!(
         ip.starts_with(&format!("10.199.{n}.")),
