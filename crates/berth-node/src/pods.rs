@@ -51,7 +51,14 @@ pub struct PodRuntime {
     pub logs_dir: PathBuf,
     /// Containers that failed to start, for the back-off between attempts.
     pub start_failures: StartFailures,
+    /// Liveness probe failures in a row and the last probe's time, per container.
+    pub liveness: LivenessState,
 }
+
+/// Per container id: liveness failures in a row and when it was last probed (in memory, as
+/// upstream's prober: a restarted agent starts counting again).
+#[derive(Debug, Default)]
+pub struct LivenessState(std::sync::Mutex<HashMap<String, (u32, DateTime<Utc>)>>);
 
 /// Per pod container (`<uid>/<name>`): failed starts so far, the last one's time, and what
 /// it reported. Kept in memory like upstream's back-off: a restarted agent just retries.
@@ -710,12 +717,76 @@ impl PodRuntime {
             }
         }
         // Without a readiness probe a running container is ready, as upstream.
-        obs.ready =
-            matches!(obs.state, ContainerState::Running { .. }) && c.readiness_probe.is_none();
-        if c.readiness_probe.is_some() && matches!(obs.state, ContainerState::Running { .. }) {
-            obs.ready = probe_ready(c, pod_ip).await;
+        if let ContainerState::Running { started_at } = &obs.state {
+            obs.ready = match &c.readiness_probe {
+                Some(p) => probe(c, p, pod_ip).await,
+                None => true,
+            };
+            if let (Some(p), Some(id)) = (&c.liveness_probe, &obs.container_id) {
+                let id = id.trim_start_matches("crun://").to_string();
+                self.check_liveness(pod, c, p, &id, started_at, pod_ip)
+                    .await;
+            }
         }
         obs
+    }
+
+    /// Runs a liveness probe when due; after `failureThreshold` failures in a row the
+    /// container is stopped (and restarted per the pod's restart policy, with back-off).
+    async fn check_liveness(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        p: &k8s_openapi::api::core::v1::Probe,
+        id: &str,
+        started_at: &str,
+        pod_ip: &str,
+    ) {
+        let now = Utc::now();
+        let started = DateTime::parse_from_rfc3339(started_at)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(now);
+        if now
+            < started + chrono::Duration::seconds(i64::from(p.initial_delay_seconds.unwrap_or(0)))
+        {
+            return;
+        }
+        let period = chrono::Duration::seconds(i64::from(p.period_seconds.unwrap_or(10).max(1)));
+        let threshold = p.failure_threshold.unwrap_or(3).max(1) as u32;
+        let due = match self.liveness.0.lock() {
+            Ok(m) => m.get(id).is_none_or(|(_, last)| now >= *last + period),
+            Err(_) => false,
+        };
+        if !due || (p.tcp_socket.is_none() && p.http_get.is_none()) {
+            return;
+        }
+        let ok = probe(c, p, pod_ip).await;
+        let failures = match self.liveness.0.lock() {
+            Ok(mut m) => {
+                let entry = m.entry(id.to_string()).or_insert((0, now));
+                entry.0 = if ok { 0 } else { entry.0 + 1 };
+                entry.1 = now;
+                entry.0
+            }
+            Err(_) => 0,
+        };
+        if failures >= threshold {
+            tracing::info!(pod = %pod.name_any(), container = %c.name, "liveness probe failed {failures} times: restarting the container");
+            let grace = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .max(0) as u64;
+            let containers = self.containers.clone();
+            let id = id.to_string();
+            if let Ok(mut m) = self.liveness.0.lock() {
+                m.remove(&id);
+            }
+            let _ =
+                blocking(move || containers.stop(&id, libc::SIGTERM, Duration::from_secs(grace)))
+                    .await;
+        }
     }
 
     /// Stops and removes everything of a pod, then deletes it from the API.
@@ -971,10 +1042,7 @@ fn same_status(a: &Value, b: &Value) -> bool {
 
 /// A readiness probe's verdict: tcpSocket connects, httpGet answers 200–399; exec probes
 /// need exec into the container, which this node does not have yet (never ready).
-async fn probe_ready(c: &Container, pod_ip: &str) -> bool {
-    let Some(p) = &c.readiness_probe else {
-        return true;
-    };
+async fn probe(c: &Container, p: &k8s_openapi::api::core::v1::Probe, pod_ip: &str) -> bool {
     let port_of =
         |port: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString| -> Option<u16> {
             use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;

@@ -298,6 +298,7 @@ fn pod_runtime(
         pods_dir: args.data_dir.join("pods"),
         logs_dir: PathBuf::from("/var/log/pods"),
         start_failures: Default::default(),
+        liveness: Default::default(),
     }))
 }
 

@@ -131,6 +131,18 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: unwell}
+spec:
+  nodeName: pod-node
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:latest
+    command: ["sleep", "3600"]
+    livenessProbe: {tcpSocket: {port: 9999}, periodSeconds: 1, failureThreshold: 2}
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: nocmd}
 spec:
   nodeName: pod-node
@@ -220,6 +232,21 @@ spec:
         let w = c.kubectl(&["get", "pod", "nocmd", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}: {.status.containerStatuses[0].state.waiting.message}"]);
         w.starts_with("RunContainerError") && w.contains("nope")
     });
+    c.eventually(
+        "the failing liveness probe to restart unwell",
+        Duration::from_secs(40),
+        || {
+            c.kubectl(&[
+                "get",
+                "pod",
+                "unwell",
+                "-o",
+                "jsonpath={.status.containerStatuses[0].restartCount}",
+            ])
+            .parse::<i32>()
+            .is_ok_and(|r| r >= 1)
+        },
+    );
     c.eventually("once to succeed", Duration::from_secs(30), || {
         c.kubectl(&["get", "pod", "once", "-o", "jsonpath={.status.phase}"]) == "Succeeded"
     });
@@ -240,6 +267,7 @@ spec:
         "crash",
         "once",
         "nocmd",
+        "unwell",
         "--grace-period=1",
     ]);
     assert!(c.kubectl(&["get", "pods", "-o", "name"]).trim().is_empty());
