@@ -2,6 +2,7 @@
 //! It is a client of the API server only, so it runs in `berth server` or on another machine
 //! with the same code.
 
+pub mod events;
 pub mod host;
 pub mod pods;
 pub mod podstatus;

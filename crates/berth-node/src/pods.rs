@@ -701,6 +701,25 @@ impl PodRuntime {
                         Some(format!("crun://{}", container_id(&uid, &c.name, attempt)));
                     obs.state = ContainerState::Running { started_at: now() };
                     self.start_failures.clear(&key);
+                    for (reason, message) in [
+                        (
+                            "Pulled",
+                            format!("Container image \"{image}\" already present on machine"),
+                        ),
+                        ("Created", format!("Created container {}", c.name)),
+                        ("Started", format!("Started container {}", c.name)),
+                    ] {
+                        crate::events::record(
+                            &self.client,
+                            &self.node_name,
+                            pod,
+                            &c.name,
+                            "Normal",
+                            reason,
+                            &message,
+                        )
+                        .await;
+                    }
                 }
                 Err(state) => {
                     // Reported as waiting with the cause, as upstream's RunContainerError.
@@ -711,6 +730,19 @@ impl PodRuntime {
                         },
                         other => other,
                     };
+                    if let ContainerState::Waiting { reason, message } = &waiting {
+                        let text = message.clone().unwrap_or_else(|| reason.clone());
+                        crate::events::record(
+                            &self.client,
+                            &self.node_name,
+                            pod,
+                            &c.name,
+                            "Warning",
+                            "Failed",
+                            &text,
+                        )
+                        .await;
+                    }
                     self.start_failures.record(&key, waiting.clone());
                     obs.state = waiting;
                 }
@@ -806,6 +838,21 @@ impl PodRuntime {
             .as_ref()
             .and_then(|s| s.host_network)
             .unwrap_or(false);
+        if let Some(spec) = &pod.spec {
+            for c in &spec.containers {
+                let message = format!("Stopping container {}", c.name);
+                crate::events::record(
+                    &self.client,
+                    &self.node_name,
+                    pod,
+                    &c.name,
+                    "Normal",
+                    "Killing",
+                    &message,
+                )
+                .await;
+            }
+        }
         let uid2 = uid.clone();
         let logs_dir = self.logs_dir.clone();
         // Each container stops with its image's STOPSIGNAL (nginx: SIGQUIT), else SIGTERM.

@@ -171,6 +171,13 @@ spec:
             ]) == "Running/true"
         },
     );
+    let described = c.kubectl(&["describe", "pod", "web"]);
+    for reason in ["Pulled", "Created", "Started"] {
+        assert!(
+            described.contains(reason),
+            "event {reason} in describe:\n{described}"
+        );
+    }
     let images = c.kubectl(&[
         "get",
         "node",
