@@ -274,13 +274,14 @@ impl Objects {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Value, ApiError> {
-        self.get_opt(resource, namespace, name)
+        self.current(resource, namespace, name)
             .await?
             .map(|(v, _)| v)
             .ok_or_else(|| ApiError::not_found(resource, name))
     }
 
-    async fn get_opt(
+    /// An object and its revision, if it exists.
+    pub async fn current(
         &self,
         resource: &ResourceInfo,
         namespace: Option<&str>,
@@ -391,7 +392,7 @@ impl Objects {
     /// Checks the namespace of a new namespaced object exists and is not terminating.
     async fn check_namespace(&self, namespace: &str) -> Result<(), ApiError> {
         let ns_res = namespaces();
-        match self.get_opt(ns_res, None, namespace).await? {
+        match self.current(ns_res, None, namespace).await? {
             None => Err(ApiError::not_found(ns_res, namespace)),
             Some((ns, _)) => {
                 let terminating = meta_str(&ns, "deletionTimestamp").is_some()
@@ -807,16 +808,6 @@ impl Objects {
         })
     }
 
-    /// Reads the current state for an update (404 if missing).
-    pub async fn current(
-        &self,
-        resource: &ResourceInfo,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Result<Option<(Value, Revision)>, ApiError> {
-        self.get_opt(resource, namespace, name).await
-    }
-
     /// Deletes an object, honouring finalizers, graceful pod deletion and preconditions.
     /// Returns the object if it still exists (being deleted), or `None` once gone.
     pub async fn delete(
@@ -832,7 +823,7 @@ impl Objects {
             )));
         }
         for _ in 0..8 {
-            let Some((obj, rev)) = self.get_opt(resource, namespace, name).await? else {
+            let Some((obj, rev)) = self.current(resource, namespace, name).await? else {
                 return Err(ApiError::not_found(resource, name));
             };
             if let Some(uid) = &opts.precondition_uid {
@@ -1169,7 +1160,7 @@ pub async fn bootstrap(objects: &Objects) -> Result<(), ApiError> {
         field_validation: FieldValidation::Strict,
     };
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        if objects.get_opt(ns, None, name).await?.is_none() {
+        if objects.current(ns, None, name).await?.is_none() {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
             match objects.create(ns, None, obj, &opts).await {
                 Ok(_) => {}

@@ -53,12 +53,25 @@ pub struct PodRuntime {
     pub start_failures: StartFailures,
     /// Liveness probe failures in a row and the last probe's time, per container.
     pub liveness: LivenessState,
+    /// Image ids of the images containers run.
+    pub image_ids: ImageIds,
 }
 
 /// Per container id: liveness failures in a row and when it was last probed (in memory, as
 /// upstream's prober: a restarted agent starts counting again).
 #[derive(Debug, Default)]
 pub struct LivenessState(std::sync::Mutex<HashMap<String, (u32, DateTime<Utc>)>>);
+
+/// What a pod's containers mount: volume name → host path, and the `/etc` files' directory.
+pub struct Prepared {
+    volumes: HashMap<String, PathBuf>,
+    etc: PathBuf,
+}
+
+/// Image reference → image id, learned when containers start (resolving re-reads and
+/// re-hashes the manifest, too much for every status sync).
+#[derive(Debug, Default)]
+pub struct ImageIds(std::sync::Mutex<HashMap<String, String>>);
 
 /// Per pod container (`<uid>/<name>`): failed starts so far, the last one's time, and what
 /// it reported. Kept in memory like upstream's back-off: a restarted agent just retries.
@@ -299,6 +312,15 @@ impl PodRuntime {
         Ok(out)
     }
 
+    /// The volumes and `/etc` files a pod's containers mount.
+    async fn prepare(&self, pod: &Pod, pod_ip: &str) -> Result<Prepared, PodError> {
+        let volumes = self.volumes(pod).await?;
+        let etc = self
+            .etc_files(pod, pod_ip)
+            .map_err(|e| err("write /etc files", &pod.name_any(), e))?;
+        Ok(Prepared { volumes, etc })
+    }
+
     /// `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` for the pod.
     fn etc_files(&self, pod: &Pod, ip: &str) -> Result<PathBuf, std::io::Error> {
         let dir = self.pod_dir(&pod.uid().unwrap_or_default()).join("etc");
@@ -425,13 +447,16 @@ impl PodRuntime {
         attempt: u32,
         netns: &Option<PathBuf>,
         pod_ip: &str,
-        volumes: &HashMap<String, PathBuf>,
-        etc: &Path,
+        prepared: &tokio::sync::OnceCell<Prepared>,
     ) -> Result<(), ContainerState> {
         let waiting = |reason: &str, message: String| ContainerState::Waiting {
             reason: reason.into(),
             message: Some(message),
         };
+        let Prepared { volumes, etc } = prepared
+            .get_or_try_init(|| self.prepare(pod, pod_ip))
+            .await
+            .map_err(|e| waiting("CreateContainerConfigError", e.to_string()))?;
         let image_name = c.image.clone().unwrap_or_default();
         let images = self.images.clone();
         let lookup = image_name.clone();
@@ -452,6 +477,9 @@ impl PodRuntime {
                 ))
             }
         };
+        if let Ok(mut ids) = self.image_ids.0.lock() {
+            ids.insert(image_name.clone(), image.id.to_string());
+        }
         let cfg = &image.config;
         let env = self
             .env(pod, c, &cfg.env, pod_ip)
@@ -593,8 +621,7 @@ impl PodRuntime {
         restart_policy: &str,
         netns: &Option<PathBuf>,
         pod_ip: &str,
-        volumes: &HashMap<String, PathBuf>,
-        etc: &Path,
+        prepared: &tokio::sync::OnceCell<Prepared>,
         start: bool,
     ) -> ContainerObservation {
         let uid = pod.uid().unwrap_or_default();
@@ -637,8 +664,14 @@ impl PodRuntime {
                 }
             }
         }
-        if let Ok(Some(img)) = self.images.resolve(&image) {
-            obs.image_id = img.id.to_string();
+        if let Some(id) = self
+            .image_ids
+            .0
+            .lock()
+            .ok()
+            .and_then(|ids| ids.get(&image).cloned())
+        {
+            obs.image_id = id;
         }
         let restart = match &status {
             None => start,
@@ -689,7 +722,7 @@ impl PodRuntime {
             let attempt = latest.map_or(0, |a| a + 1);
             let previous = obs.state.clone();
             match self
-                .start_container(pod, c, attempt, netns, pod_ip, volumes, etc)
+                .start_container(pod, c, attempt, netns, pod_ip, prepared)
                 .await
             {
                 Ok(()) => {
@@ -855,24 +888,30 @@ impl PodRuntime {
         }
         let uid2 = uid.clone();
         let logs_dir = self.logs_dir.clone();
-        // Each container stops with its image's STOPSIGNAL (nginx: SIGQUIT), else SIGTERM.
-        let mut signals: HashMap<String, i32> = HashMap::new();
-        if let Some(spec) = &pod.spec {
-            for c in spec
-                .init_containers
-                .iter()
-                .flatten()
-                .chain(spec.containers.iter())
-            {
-                let image = c.image.clone().unwrap_or_default();
-                let sig = match self.images.resolve(&image) {
-                    Ok(Some(img)) => stop_signal(img.config.stop_signal.as_deref()),
-                    _ => libc::SIGTERM,
-                };
-                signals.insert(c.name.clone(), sig);
-            }
-        }
+        let images = self.images.clone();
+        let container_images: Vec<(String, String)> = pod
+            .spec
+            .iter()
+            .flat_map(|spec| {
+                spec.init_containers
+                    .iter()
+                    .flatten()
+                    .chain(spec.containers.iter())
+            })
+            .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
+            .collect();
         blocking(move || -> Result<(), String> {
+            // Each container stops with its image's STOPSIGNAL (nginx: SIGQUIT), else SIGTERM.
+            let signals: HashMap<String, i32> = container_images
+                .into_iter()
+                .map(|(name, image)| {
+                    let sig = match images.resolve(&image) {
+                        Ok(Some(img)) => stop_signal(img.config.stop_signal.as_deref()),
+                        _ => libc::SIGTERM,
+                    };
+                    (name, sig)
+                })
+                .collect();
             let prefix = format!("{uid2}-");
             let ids: Vec<String> = containers
                 .list()
@@ -990,10 +1029,9 @@ impl PodRuntime {
                 .map_err(|e| err("create the pod sandbox", &name, e))?;
             (Some(info.netns_path), info.ip.to_string())
         };
-        let volumes = self.volumes(pod).await?;
-        let etc = self
-            .etc_files(pod, &pod_ip)
-            .map_err(|e| err("write /etc files", &name, e))?;
+        // Volumes and /etc files are made when a container is about to start, not on every
+        // status sync.
+        let prepared = tokio::sync::OnceCell::new();
         let containers = self.containers.clone();
         let all_ids = blocking(move || containers.list())
             .await
@@ -1016,8 +1054,7 @@ impl PodRuntime {
                     },
                     &netns,
                     &pod_ip,
-                    &volumes,
-                    &etc,
+                    &prepared,
                     start,
                 )
                 .await;
@@ -1035,8 +1072,7 @@ impl PodRuntime {
                     &restart_policy,
                     &netns,
                     &pod_ip,
-                    &volumes,
-                    &etc,
+                    &prepared,
                     initialized && !terminal,
                 )
                 .await,

@@ -178,12 +178,20 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let parts = vec![
         tokio::spawn(berth_controllers::namespace::run(client.clone(), stopped())),
-        tokio::spawn(berth_node::run(
-            client.clone(),
-            berth_node::NodeConfig::new(node_name.clone(), args.data_dir.clone()),
-            pod_runtime(&args, client, &node_name)?,
-            stop_rx.clone(),
-        )),
+        {
+            let pods = pod_runtime(&args, client.clone(), &node_name)?;
+            let config = berth_node::NodeConfig::new(node_name.clone(), args.data_dir.clone());
+            let stop = stop_rx.clone();
+            tokio::spawn(async move {
+                // Dropped-in images are there before the first pod looks for them; the import
+                // runs off the async workers (the API is already serving).
+                if let Some(store) = pods.as_ref().map(|p| p.images.clone()) {
+                    let _ =
+                        tokio::task::spawn_blocking(move || import_dropped_images(&store)).await;
+                }
+                berth_node::run(client, config, pods, stop).await
+            })
+        },
     ];
 
     wait_for_signal().await;
@@ -241,6 +249,26 @@ fn images(cmd: ImagesCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Imports the image tarballs dropped into the store's directory (airgap images).
+fn import_dropped_images(images: &berth_images::ImageStore) {
+    let Ok(entries) = std::fs::read_dir(images.root()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "tar") {
+            match images.import(&p) {
+                Ok(refs) => {
+                    tracing::info!(tarball = %p.display(), images = refs.len(), "imported images")
+                }
+                Err(err) => {
+                    tracing::warn!(tarball = %p.display(), "failed to import images: {err}")
+                }
+            }
+        }
+    }
+}
+
 /// The pod runtime of this node, when it can have one (root, an OCI runtime, CNI plugins).
 fn pod_runtime(
     args: &ServerArgs,
@@ -253,22 +281,6 @@ fn pod_runtime(
     }
     let images = berth_images::ImageStore::open(&args.data_dir.join("images"))
         .context("failed to open the image store")?;
-    // Tarballs dropped into <data-dir>/images are imported at start (airgap images).
-    if let Ok(entries) = std::fs::read_dir(args.data_dir.join("images")) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "tar") {
-                match images.import(&p) {
-                    Ok(refs) => {
-                        tracing::info!(tarball = %p.display(), images = refs.len(), "imported images")
-                    }
-                    Err(err) => {
-                        tracing::warn!(tarball = %p.display(), "failed to import images: {err}")
-                    }
-                }
-            }
-        }
-    }
     let runtime = match args.container_runtime.as_str() {
         "crun" => berth_runtime::RuntimeKind::Crun,
         "runc" => berth_runtime::RuntimeKind::Runc,
@@ -299,6 +311,7 @@ fn pod_runtime(
         logs_dir: PathBuf::from("/var/log/pods"),
         start_failures: Default::default(),
         liveness: Default::default(),
+        image_ids: Default::default(),
     }))
 }
 
