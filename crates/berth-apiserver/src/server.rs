@@ -166,14 +166,25 @@ async fn handle(
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
+            let mut resp = if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                return error_response(&ApiError::too_large());
+                error_response(&ApiError::too_large())
+            } else {
+                error_response(&ApiError::bad_request(format!(
+                    "failed to read the request body: {e}"
+                )))
+            };
+            // The rest of the body is still on an HTTP/1 connection: tell the client not to
+            // reuse it, or its next request would be read as part of this body.
+            if parts.version < http::Version::HTTP_2 {
+                resp.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
             }
-            return error_response(&ApiError::bad_request(format!(
-                "failed to read the request body: {e}"
-            )));
+            return resp;
         }
     };
     let started = std::time::Instant::now();
