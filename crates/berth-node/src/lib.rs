@@ -2,12 +2,17 @@
 //! It is a client of the API server only, so it runs in `berth server` or on another machine
 //! with the same code.
 
+mod cleanup;
+mod env;
 pub mod events;
 pub mod host;
+mod images;
 pub mod pods;
 pub mod podstatus;
+mod probes;
 pub mod spec;
 pub mod status;
+mod volumes;
 
 use std::time::Duration;
 

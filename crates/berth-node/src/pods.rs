@@ -6,6 +6,7 @@
 //! Every fact lives in the kernel or on disk, so a restarted agent picks up where it was.
 
 use crate::podstatus::{pod_status, ContainerObservation, ContainerState};
+pub use crate::probes::LivenessState;
 use crate::spec;
 use berth_images::ImageStore;
 use berth_net::{NetworkConfig, Sandbox};
@@ -15,14 +16,14 @@ use berth_runtime::{
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,11 +58,6 @@ pub struct PodRuntime {
     pub image_ids: ImageIds,
 }
 
-/// Per container id: liveness failures in a row and when it was last probed (in memory, as
-/// upstream's prober: a restarted agent starts counting again).
-#[derive(Debug, Default)]
-pub struct LivenessState(std::sync::Mutex<HashMap<String, (u32, DateTime<Utc>)>>);
-
 /// What a pod's containers mount: volume name → host path, and the `/etc` files' directory.
 pub struct Prepared {
     volumes: HashMap<String, PathBuf>,
@@ -71,7 +67,7 @@ pub struct Prepared {
 /// Image reference → image id, learned when containers start (resolving re-reads and
 /// re-hashes the manifest, too much for every status sync).
 #[derive(Debug, Default)]
-pub struct ImageIds(std::sync::Mutex<HashMap<String, String>>);
+pub struct ImageIds(pub(crate) std::sync::Mutex<HashMap<String, String>>);
 
 /// Per pod container (`<uid>/<name>`): failed starts so far, the last one's time, and what
 /// it reported. Kept in memory like upstream's back-off: a restarted agent just retries.
@@ -123,7 +119,7 @@ pub fn stop_signal(name: Option<&str>) -> i32 {
     }
 }
 
-fn err(what: &'static str, pod: &str, why: impl std::fmt::Display) -> PodError {
+pub(crate) fn err(what: &'static str, pod: &str, why: impl std::fmt::Display) -> PodError {
     PodError::Sync {
         what,
         pod: pod.to_string(),
@@ -131,7 +127,7 @@ fn err(what: &'static str, pod: &str, why: impl std::fmt::Display) -> PodError {
     }
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
@@ -140,7 +136,9 @@ fn time(t: DateTime<Utc>) -> String {
 }
 
 /// Runs `f` on a blocking thread (runtime, CNI and image work block).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| format!("worker thread failed: {e}"))
@@ -200,116 +198,8 @@ fn observed(status: &ContainerStatus) -> ContainerState {
 }
 
 impl PodRuntime {
-    fn pod_dir(&self, uid: &str) -> PathBuf {
+    pub(crate) fn pod_dir(&self, uid: &str) -> PathBuf {
         self.pods_dir.join(uid)
-    }
-
-    /// Writes configMap, secret and downward files and makes emptyDirs; returns volume name
-    /// → host path.
-    async fn volumes(&self, pod: &Pod) -> Result<HashMap<String, PathBuf>, PodError> {
-        let name = pod.name_any();
-        let ns = pod.namespace().unwrap_or_else(|| "default".into());
-        let uid = pod.uid().unwrap_or_default();
-        let mut out = HashMap::new();
-        let volumes = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.volumes.clone())
-            .unwrap_or_default();
-        for v in volumes {
-            let dir = self.pod_dir(&uid).join("volumes").join(&v.name);
-            let files: Option<Vec<(String, Vec<u8>)>> = if let Some(cm) = &v.config_map {
-                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
-                let got = api
-                    .get_opt(&cm.name)
-                    .await
-                    .map_err(|e| err("read a configMap volume", &name, e))?;
-                match got {
-                    Some(c) => {
-                        let mut f: Vec<(String, Vec<u8>)> = c
-                            .data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.into_bytes()))
-                            .collect();
-                        f.extend(
-                            c.binary_data
-                                .unwrap_or_default()
-                                .into_iter()
-                                .map(|(k, v)| (k, v.0)),
-                        );
-                        Some(f)
-                    }
-                    None if cm.optional == Some(true) => Some(Vec::new()),
-                    None => {
-                        return Err(err(
-                            "mount volumes",
-                            &name,
-                            format!("configmap \"{}\" not found", cm.name),
-                        ))
-                    }
-                }
-            } else if let Some(sec) = &v.secret {
-                let secret_name = sec.secret_name.clone().unwrap_or_default();
-                let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
-                match api
-                    .get_opt(&secret_name)
-                    .await
-                    .map_err(|e| err("read a secret volume", &name, e))?
-                {
-                    Some(s) => Some(
-                        s.data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0))
-                            .collect(),
-                    ),
-                    None if sec.optional == Some(true) => Some(Vec::new()),
-                    None => {
-                        return Err(err(
-                            "mount volumes",
-                            &name,
-                            format!("secret \"{secret_name}\" not found"),
-                        ))
-                    }
-                }
-            } else {
-                None
-            };
-            let path = if let Some(files) = files {
-                let d = dir.clone();
-                blocking(move || -> std::io::Result<()> {
-                    std::fs::create_dir_all(&d)?;
-                    for (k, v) in files {
-                        if k.contains('/') || k.starts_with("..") {
-                            continue;
-                        }
-                        std::fs::write(d.join(k), v)?;
-                    }
-                    Ok(())
-                })
-                .await
-                .map_err(|e| err("write volume files", &name, e))?
-                .map_err(|e| err("write volume files", &name, e))?;
-                dir
-            } else if let Some(hp) = &v.host_path {
-                PathBuf::from(&hp.path)
-            } else if v.empty_dir.is_some() {
-                std::fs::create_dir_all(&dir).map_err(|e| err("make an emptyDir", &name, e))?;
-                dir
-            } else {
-                return Err(err(
-                    "mount volumes",
-                    &name,
-                    format!(
-                        "volume {:?} has a type this node does not support yet",
-                        v.name
-                    ),
-                ));
-            };
-            out.insert(v.name.clone(), path);
-        }
-        Ok(out)
     }
 
     /// The volumes and `/etc` files a pod's containers mount.
@@ -319,123 +209,6 @@ impl PodRuntime {
             .etc_files(pod, pod_ip)
             .map_err(|e| err("write /etc files", &pod.name_any(), e))?;
         Ok(Prepared { volumes, etc })
-    }
-
-    /// `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` for the pod.
-    fn etc_files(&self, pod: &Pod, ip: &str) -> Result<PathBuf, std::io::Error> {
-        let dir = self.pod_dir(&pod.uid().unwrap_or_default()).join("etc");
-        std::fs::create_dir_all(&dir)?;
-        let name = pod.name_any();
-        std::fs::write(
-            dir.join("hosts"),
-            format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{name}\n"
-            ),
-        )?;
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        std::fs::write(dir.join("resolv.conf"), resolv)?;
-        std::fs::write(dir.join("hostname"), format!("{name}\n"))?;
-        Ok(dir)
-    }
-
-    /// The environment of a container: the image's, then the container's (values,
-    /// configMap/secret keys, pod fields), with `$(VAR)` expansion.
-    async fn env(
-        &self,
-        pod: &Pod,
-        c: &Container,
-        image_env: &[String],
-        pod_ip: &str,
-    ) -> Result<Vec<(String, String)>, PodError> {
-        let ns = pod.namespace().unwrap_or_else(|| "default".into());
-        let mut env: Vec<(String, String)> = image_env
-            .iter()
-            .filter_map(|e| {
-                e.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
-        let mut known: HashMap<String, String> = env.iter().cloned().collect();
-        for e in c.env.clone().unwrap_or_default() {
-            let value = if let Some(v) = &e.value {
-                spec::expand(v, &known)
-            } else if let Some(from) = &e.value_from {
-                if let Some(r) = &from.config_map_key_ref {
-                    let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
-                    let cm = api
-                        .get_opt(&r.name)
-                        .await
-                        .map_err(|x| err("read env", &pod.name_any(), x))?;
-                    match cm.and_then(|c| c.data).and_then(|d| d.get(&r.key).cloned()) {
-                        Some(v) => v,
-                        None if r.optional == Some(true) => continue,
-                        None => {
-                            return Err(err(
-                                "set env",
-                                &pod.name_any(),
-                                format!(
-                                    "couldn't find key {} in ConfigMap {}/{}",
-                                    r.key, ns, r.name
-                                ),
-                            ))
-                        }
-                    }
-                } else if let Some(r) = &from.secret_key_ref {
-                    let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
-                    let s = api
-                        .get_opt(&r.name)
-                        .await
-                        .map_err(|x| err("read env", &pod.name_any(), x))?;
-                    match s.and_then(|s| s.data).and_then(|d| d.get(&r.key).cloned()) {
-                        Some(v) => String::from_utf8_lossy(&v.0).into_owned(),
-                        None if r.optional == Some(true) => continue,
-                        None => {
-                            return Err(err(
-                                "set env",
-                                &pod.name_any(),
-                                format!("couldn't find key {} in Secret {}/{}", r.key, ns, r.name),
-                            ))
-                        }
-                    }
-                } else if let Some(f) = &from.field_ref {
-                    match f.field_path.as_str() {
-                        "metadata.name" => pod.name_any(),
-                        "metadata.namespace" => ns.clone(),
-                        "metadata.uid" => pod.uid().unwrap_or_default(),
-                        "spec.nodeName" => self.node_name.clone(),
-                        "spec.serviceAccountName" => pod
-                            .spec
-                            .as_ref()
-                            .and_then(|s| s.service_account_name.clone())
-                            .unwrap_or_default(),
-                        "status.podIP" => pod_ip.to_string(),
-                        "status.hostIP" => self.node_ip.clone().unwrap_or_default(),
-                        other => {
-                            return Err(err(
-                                "set env",
-                                &pod.name_any(),
-                                format!("unsupported fieldRef {other}"),
-                            ))
-                        }
-                    }
-                } else {
-                    return Err(err(
-                        "set env",
-                        &pod.name_any(),
-                        format!(
-                            "env {} uses a source this node does not support yet",
-                            e.name
-                        ),
-                    ));
-                }
-            } else {
-                String::new()
-            };
-            known.insert(e.name.clone(), value.clone());
-            env.retain(|(k, _)| *k != e.name);
-            env.push((e.name, value));
-        }
-        Ok(env)
     }
 
     /// Starts one attempt of a container.
@@ -457,29 +230,7 @@ impl PodRuntime {
             .get_or_try_init(|| self.prepare(pod, pod_ip))
             .await
             .map_err(|e| waiting("CreateContainerConfigError", e.to_string()))?;
-        let image_name = c.image.clone().unwrap_or_default();
-        let images = self.images.clone();
-        let lookup = image_name.clone();
-        let resolved = blocking(move || {
-            images
-                .resolve(&lookup)
-                .map(|i| i.map(|img| images.unpack(&img).map(|l| (img, l))))
-        })
-        .await
-        .map_err(|e| waiting("ErrImagePull", e))?;
-        let (image, layers) = match resolved {
-            Ok(Some(Ok(v))) => v,
-            Ok(Some(Err(e))) | Err(e) => return Err(waiting("ErrImagePull", e.to_string())),
-            Ok(None) => {
-                return Err(waiting(
-                    "ErrImageNeverPull",
-                    format!("image {image_name:?} is not present on the node (pulling from registries is not implemented yet: use `berth images import`)"),
-                ))
-            }
-        };
-        if let Ok(mut ids) = self.image_ids.0.lock() {
-            ids.insert(image_name.clone(), image.id.to_string());
-        }
+        let (image, layers) = self.image_for(pod, c).await?;
         let cfg = &image.config;
         let env = self
             .env(pod, c, &cfg.env, pod_ip)
@@ -784,7 +535,7 @@ impl PodRuntime {
         // Without a readiness probe a running container is ready, as upstream.
         if let ContainerState::Running { started_at } = &obs.state {
             obs.ready = match &c.readiness_probe {
-                Some(p) => probe(c, p, pod_ip).await,
+                Some(p) => crate::probes::probe(c, p, pod_ip).await,
                 None => true,
             };
             if let (Some(p), Some(id)) = (&c.liveness_probe, &obs.container_id) {
@@ -794,64 +545,6 @@ impl PodRuntime {
             }
         }
         obs
-    }
-
-    /// Runs a liveness probe when due; after `failureThreshold` failures in a row the
-    /// container is stopped (and restarted per the pod's restart policy, with back-off).
-    async fn check_liveness(
-        &self,
-        pod: &Pod,
-        c: &Container,
-        p: &k8s_openapi::api::core::v1::Probe,
-        id: &str,
-        started_at: &str,
-        pod_ip: &str,
-    ) {
-        let now = Utc::now();
-        let started = DateTime::parse_from_rfc3339(started_at)
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or(now);
-        if now
-            < started + chrono::Duration::seconds(i64::from(p.initial_delay_seconds.unwrap_or(0)))
-        {
-            return;
-        }
-        let period = chrono::Duration::seconds(i64::from(p.period_seconds.unwrap_or(10).max(1)));
-        let threshold = p.failure_threshold.unwrap_or(3).max(1) as u32;
-        let due = match self.liveness.0.lock() {
-            Ok(m) => m.get(id).is_none_or(|(_, last)| now >= *last + period),
-            Err(_) => false,
-        };
-        if !due || (p.tcp_socket.is_none() && p.http_get.is_none()) {
-            return;
-        }
-        let ok = probe(c, p, pod_ip).await;
-        let failures = match self.liveness.0.lock() {
-            Ok(mut m) => {
-                let entry = m.entry(id.to_string()).or_insert((0, now));
-                entry.0 = if ok { 0 } else { entry.0 + 1 };
-                entry.1 = now;
-                entry.0
-            }
-            Err(_) => 0,
-        };
-        if failures >= threshold {
-            tracing::info!(pod = %pod.name_any(), container = %c.name, "liveness probe failed {failures} times: restarting the container");
-            let grace = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds)
-                .unwrap_or(30)
-                .max(0) as u64;
-            let containers = self.containers.clone();
-            let id = id.to_string();
-            if let Ok(mut m) = self.liveness.0.lock() {
-                m.remove(&id);
-            }
-            let _ =
-                blocking(move || containers.stop(&id, libc::SIGTERM, Duration::from_secs(grace)))
-                    .await;
-        }
     }
 
     /// Stops and removes everything of a pod, then deletes it from the API.
@@ -952,7 +645,7 @@ impl PodRuntime {
             if pod_dir.exists() {
                 std::fs::remove_dir_all(&pod_dir).map_err(|e| e.to_string())?;
             }
-            remove_logs(&logs_dir, &uid2);
+            crate::cleanup::remove_logs(&logs_dir, &uid2);
             Ok(())
         })
         .await
@@ -1121,139 +814,6 @@ fn same_status(a: &Value, b: &Value) -> bool {
         v
     };
     strip(a) == strip(b)
-}
-
-/// A readiness probe's verdict: tcpSocket connects, httpGet answers 200–399; exec probes
-/// need exec into the container, which this node does not have yet (never ready).
-async fn probe(c: &Container, p: &k8s_openapi::api::core::v1::Probe, pod_ip: &str) -> bool {
-    let port_of =
-        |port: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString| -> Option<u16> {
-            use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-            match port {
-                IntOrString::Int(i) => u16::try_from(*i).ok(),
-                IntOrString::String(name) => c
-                    .ports
-                    .as_ref()?
-                    .iter()
-                    .find(|cp| cp.name.as_deref() == Some(name.as_str()))
-                    .and_then(|cp| u16::try_from(cp.container_port).ok()),
-            }
-        };
-    let timeout = Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64);
-    if let Some(t) = &p.tcp_socket {
-        let Some(port) = port_of(&t.port) else {
-            return false;
-        };
-        return matches!(
-            tokio::time::timeout(timeout, tokio::net::TcpStream::connect((pod_ip, port))).await,
-            Ok(Ok(_))
-        );
-    }
-    if let Some(h) = &p.http_get {
-        let Some(port) = port_of(&h.port) else {
-            return false;
-        };
-        let path = h.path.clone().unwrap_or_else(|| "/".into());
-        let get = async {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut s = tokio::net::TcpStream::connect((pod_ip, port)).await.ok()?;
-            let req = format!("GET {path} HTTP/1.0\r\nHost: {pod_ip}:{port}\r\nUser-Agent: kube-probe/1.33\r\n\r\n");
-            s.write_all(req.as_bytes()).await.ok()?;
-            let mut buf = [0u8; 32];
-            let n = s.read(&mut buf).await.ok()?;
-            let line = String::from_utf8_lossy(&buf[..n]).to_string();
-            line.split_whitespace().nth(1)?.parse::<u16>().ok()
-        };
-        return matches!(tokio::time::timeout(timeout, get).await, Ok(Some(code)) if (200..400).contains(&code));
-    }
-    false
-}
-
-impl PodRuntime {
-    /// Removes containers, sandboxes and pod directories of pods the API no longer has on
-    /// this node (e.g. finished pods deleted at once, or pods deleted while the agent was down).
-    async fn cleanup_orphans(&self) -> Result<(), PodError> {
-        // What exists on the node is read before the API is asked: anything of a pod the API
-        // does not have afterwards belongs to a deleted pod (a new pod is in the API before
-        // the node makes anything for it).
-        let containers = self.containers.clone();
-        let network = self.network.clone();
-        let pods_dir = self.pods_dir.clone();
-        let (ids, sandboxes, dirs) = blocking(move || {
-            let dirs: Vec<String> = std::fs::read_dir(&pods_dir)
-                .map(|d| {
-                    d.flatten()
-                        .map(|e| e.file_name().to_string_lossy().to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
-            (
-                containers.list(),
-                Sandbox::list(&network).unwrap_or_default(),
-                dirs,
-            )
-        })
-        .await
-        .map_err(|e| err("clean up", "*", e))?;
-        let pods: Api<Pod> = Api::all(self.client.clone());
-        let lp =
-            kube::api::ListParams::default().fields(&format!("spec.nodeName={}", self.node_name));
-        let live: std::collections::HashSet<String> = pods
-            .list(&lp)
-            .await
-            .map_err(|e| err("list pods", "*", e))?
-            .items
-            .into_iter()
-            .filter_map(|p| p.metadata.uid)
-            .collect();
-        let containers = self.containers.clone();
-        let network = self.network.clone();
-        let pods_dir = self.pods_dir.clone();
-        let logs_dir = self.logs_dir.clone();
-        blocking(move || {
-            // Container ids are `<pod-uid>-<container>-<attempt>`; a uid is 36 characters.
-            let uid_of = |id: &str| id.get(..36).unwrap_or_default().to_string();
-            let mut orphans: std::collections::HashSet<String> = std::collections::HashSet::new();
-            for id in ids.iter().filter(|id| !live.contains(&uid_of(id))) {
-                let _ = containers.stop(id, libc::SIGKILL, Duration::from_secs(1));
-                if let Err(e) = containers.remove(id) {
-                    tracing::warn!(container = %id, "failed to remove an orphaned container: {e}");
-                }
-                orphans.insert(uid_of(id));
-            }
-            orphans.extend(
-                sandboxes
-                    .into_iter()
-                    .chain(dirs)
-                    .filter(|uid| !live.contains(uid)),
-            );
-            for uid in orphans {
-                if let Err(e) = Sandbox::destroy(&network, &uid) {
-                    tracing::warn!(pod_uid = %uid, "failed to destroy an orphaned sandbox: {e}");
-                }
-                let _ = berth_runtime::cgroup::remove_cgroup(
-                    &format!("/berth/pod{uid}"),
-                    containers.cgroup_mode(),
-                );
-                let _ = std::fs::remove_dir_all(pods_dir.join(&uid));
-                remove_logs(&logs_dir, &uid);
-            }
-        })
-        .await
-        .map_err(|e| err("clean up", "*", e))
-    }
-}
-
-/// Removes a deleted pod's log directory (`<ns>_<name>_<uid>`).
-fn remove_logs(logs_dir: &Path, uid: &str) {
-    let suffix = format!("_{uid}");
-    if let Ok(entries) = std::fs::read_dir(logs_dir) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().ends_with(&suffix) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
 }
 
 /// How often leftovers of deleted pods are looked for.
