@@ -2,6 +2,8 @@
 //! directory and drives it with the real `kubectl` (and the `kube` client).
 #![allow(dead_code)]
 
+pub mod pods;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
