@@ -93,6 +93,89 @@ pub enum ImageError {
     /// A blob the index refers to is missing from the store.
     #[error("failed to find blob {0} in the store")]
     MissingBlob(String),
+    /// A pull failed; wraps why, worded like containerd's CRI plugin.
+    #[error("failed to pull and unpack image \"{reference}\": {source}")]
+    Pull {
+        /// The normalised reference being pulled.
+        reference: String,
+        /// Why it failed.
+        #[source]
+        source: Box<ImageError>,
+    },
+    /// The registry could not turn a reference into a manifest.
+    #[error("failed to resolve reference \"{reference}\": {source}")]
+    Resolve {
+        /// The normalised reference.
+        reference: String,
+        /// Why it failed.
+        #[source]
+        source: Box<ImageError>,
+    },
+    /// No registry endpoint has the manifest the reference names.
+    #[error("{0}: not found")]
+    ManifestNotFound(String),
+    /// A registry answered with a status we cannot go on from (`401 Unauthorized`, ...).
+    #[error(
+        "unexpected status from {method} request to {url}: {status}{}",
+        server_message(message)
+    )]
+    RegistryStatus {
+        /// `GET`, `HEAD`.
+        method: &'static str,
+        /// The URL requested.
+        url: String,
+        /// Status code and reason, e.g. `401 Unauthorized`.
+        status: String,
+        /// The registry's error message from the body, if any.
+        message: String,
+    },
+    /// A request to a registry could not be made or its answer not read.
+    #[error("failed to do request: {method} {url:?}: {reason}")]
+    Request {
+        /// `GET`, `HEAD`.
+        method: &'static str,
+        /// The URL requested.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A registry token could not be fetched.
+    #[error("failed to fetch {kind} token: {source}")]
+    Token {
+        /// `anonymous` or `oauth` (with credentials), as containerd says.
+        kind: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Box<ImageError>,
+    },
+    /// A registry's `WWW-Authenticate` challenge could not be answered.
+    #[error("failed to authorize with {url}: {reason}")]
+    Authorize {
+        /// The URL that was refused.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The registry configuration (`registries.yaml`) or credentials could not be used.
+    #[error("failed to load registry configuration {}: {reason}", path.display())]
+    RegistryConfig {
+        /// The file (or secret) that is wrong.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Docker credentials (a `.dockerconfigjson`/`.dockercfg`) could not be parsed.
+    #[error("failed to parse docker credentials: {0}")]
+    DockerConfig(String),
+}
+
+/// `: server message: ...` when a registry said why, as containerd prints it.
+fn server_message(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(" (server message: {message})")
+    }
 }
 
 impl ImageError {

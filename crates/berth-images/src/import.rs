@@ -51,6 +51,10 @@ pub(crate) struct PendingImage {
     pub(crate) generated: Vec<(Digest, Vec<u8>)>,
     /// Config plus compressed layer sizes.
     pub(crate) size: u64,
+    /// Image indexes it was pulled through (none for imports).
+    pub(crate) index_digests: Vec<Digest>,
+    /// Imported from a tarball (true) or pulled (false).
+    pub(crate) pinned: bool,
 }
 
 /// The tarball's files, staged on disk and hashed.
@@ -349,6 +353,8 @@ impl Staging {
             files,
             generated: Vec::new(),
             size,
+            index_digests: Vec::new(),
+            pinned: true,
         })
     }
 
@@ -359,15 +365,13 @@ impl Staging {
         diff_id: &Digest,
     ) -> Result<Compression, ImageError> {
         let what = format!("layer {}", f.digest);
-        let file = File::open(&f.path).ctx("open", &f.path)?;
-        let (stream, compression) = decompress(BufReader::new(file), &what)?;
         if let Some(known) = self.diff_ids.get(&f.digest) {
             diff_id.verify(known, format!("diff_id of {what}"))?;
+            let file = File::open(&f.path).ctx("open", &f.path)?;
+            let (_, compression) = decompress(BufReader::new(file), &what)?;
             return Ok(compression);
         }
-        let mut hashing = HashingReader::new(stream);
-        check_layer_paths(&mut hashing, &what)?;
-        let (actual, _) = hashing.finish().map_err(|e| archive_err(&what, e))?;
+        let (actual, compression) = layer_diff_id(&f.path, &f.digest)?;
         diff_id.verify(&actual, format!("diff_id of {what}"))?;
         self.diff_ids.insert(f.digest.clone(), actual);
         Ok(compression)
@@ -449,6 +453,8 @@ impl Staging {
                 files,
                 generated: vec![(manifest_digest, bytes)],
                 size,
+                index_digests: Vec::new(),
+                pinned: true,
             });
         }
         if images.is_empty() {
@@ -458,6 +464,21 @@ impl Staging {
         }
         Ok(images)
     }
+}
+
+/// The diff_id (digest of the uncompressed tar) of the layer blob at `path`, and how it is
+/// compressed; refuses layers with paths that could escape their directory.
+pub(crate) fn layer_diff_id(
+    path: &Path,
+    digest: &Digest,
+) -> Result<(Digest, Compression), ImageError> {
+    let what = format!("layer {digest}");
+    let file = File::open(path).ctx("open", path)?;
+    let (stream, compression) = decompress(BufReader::new(file), &what)?;
+    let mut hashing = HashingReader::new(stream);
+    check_layer_paths(&mut hashing, &what)?;
+    let (actual, _) = hashing.finish().map_err(|e| archive_err(&what, e))?;
+    Ok((actual, compression))
 }
 
 /// Reads a layer tar's headers and refuses paths that could escape the directory it is

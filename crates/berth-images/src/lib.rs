@@ -2,7 +2,8 @@
 //!
 //! A content-addressed store on disk (`blobs/sha256/<hex>`, digests verified on every
 //! write), an index of image names (written atomically), import of OCI image layout and
-//! `docker save` tarballs (streamed, every digest and diff_id verified), and unpacking of
+//! `docker save` tarballs (streamed, every digest and diff_id verified), pulls from OCI
+//! Distribution registries ([`ImageStore::pull`], configured by [`RegistriesConfig`]), and unpacking of
 //! layers — once each, shared read-only — into directories that overlayfs uses as
 //! lowerdirs, with OCI whiteouts turned into overlay whiteouts.
 //!
@@ -40,7 +41,9 @@
 mod digest;
 mod error;
 mod import;
+mod pull;
 mod reference;
+pub mod registries;
 pub mod spec;
 mod store;
 #[allow(unsafe_code)]
@@ -50,5 +53,9 @@ mod unpack;
 
 pub use digest::Digest;
 pub use error::ImageError;
+pub use pull::{
+    docker_config_credentials, LayerProgress, LayerState, PullOptions, PullProgress, Pulled,
+};
 pub use reference::{normalize_reference, Reference, DEFAULT_DOMAIN, DEFAULT_TAG};
+pub use registries::{Credentials, RegistriesConfig};
 pub use store::{Image, ImageConfig, ImageInfo, ImageRef, ImageStore, Layer, Removed};

@@ -43,6 +43,9 @@ pub struct ImageInfo {
     pub manifest_digest: Digest,
     /// Bytes stored for it: config plus compressed layers.
     pub size: u64,
+    /// Imported from a tarball (airgap) rather than pulled: used as it is, without pulling,
+    /// even under `imagePullPolicy: Always`.
+    pub pinned: bool,
 }
 
 /// Everything needed to run an image.
@@ -64,6 +67,9 @@ pub struct Image {
     pub architecture: String,
     /// Bytes stored for it: config plus compressed layers.
     pub size: u64,
+    /// Imported from a tarball (airgap) rather than pulled: used as it is, without pulling,
+    /// even under `imagePullPolicy: Always`.
+    pub pinned: bool,
 }
 
 /// The run-time defaults of an image (the `config` of its config blob).
@@ -139,6 +145,13 @@ struct ImageRecord {
     blobs: Vec<Digest>,
     /// Its layers' diff_ids, for garbage collection of unpacked layers.
     diff_ids: Vec<Digest>,
+    /// Digests of the image indexes (manifest lists) it was pulled through, so
+    /// `name@<index digest>` finds it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    index_digests: Vec<Digest>,
+    /// Imported from a tarball rather than pulled.
+    #[serde(default)]
+    pinned: bool,
 }
 
 /// The node's image store. Cheap to open; several stores (threads or processes) may use
@@ -192,6 +205,14 @@ impl ImageStore {
     pub fn import(&self, tarball: &Path) -> Result<Vec<ImageRef>, ImageError> {
         let mut staging = Staging::stage(tarball, &self.tmp, &self.blobs)?;
         let images = staging.images()?;
+        let out = self.commit(images)?;
+        drop(staging);
+        Ok(out)
+    }
+
+    /// Stores verified images (an import's or a pull's): links their blobs into the store
+    /// and records them in the index, names moving to them from other images.
+    pub(crate) fn commit(&self, images: Vec<PendingImage>) -> Result<Vec<ImageRef>, ImageError> {
         let _lock = self.lock()?;
         for image in &images {
             for f in &image.files {
@@ -213,8 +234,12 @@ impl ImageStore {
             add_record(&mut index, image);
         }
         self.write_index(&index)?;
-        drop(staging);
         Ok(out)
+    }
+
+    /// Where in-progress work (staged imports and pulls) goes.
+    pub(crate) fn tmp_dir(&self) -> &Path {
+        &self.tmp
     }
 
     /// Lists every stored image.
@@ -228,6 +253,7 @@ impl ImageStore {
                 id: r.id,
                 manifest_digest: r.manifest_digest,
                 size: r.size,
+                pinned: r.pinned,
             })
             .collect())
     }
@@ -353,6 +379,7 @@ impl ImageStore {
             os: config.os,
             architecture: config.architecture,
             size: record.size,
+            pinned: record.pinned,
         })
     }
 
@@ -517,6 +544,12 @@ fn add_record(index: &mut IndexFile, image: PendingImage) {
                     existing.names.push(n);
                 }
             }
+            for d in image.index_digests {
+                if !existing.index_digests.contains(&d) {
+                    existing.index_digests.push(d);
+                }
+            }
+            existing.pinned |= image.pinned;
         }
         None => index.images.push(ImageRecord {
             manifest_digest: image.manifest_digest,
@@ -525,6 +558,8 @@ fn add_record(index: &mut IndexFile, image: PendingImage) {
             size: image.size,
             blobs,
             diff_ids: image.diff_ids,
+            index_digests: image.index_digests,
+            pinned: image.pinned,
         }),
     }
 }
@@ -534,7 +569,10 @@ fn find(index: &IndexFile, reference: &str) -> Result<Option<(usize, Option<Stri
     let by = |pred: &dyn Fn(&ImageRecord) -> bool| index.images.iter().position(pred);
     if reference.starts_with("sha256:") {
         let d = Digest::parse(reference)?;
-        return Ok(by(&|r| r.id == d || r.manifest_digest == d).map(|i| (i, None)));
+        return Ok(
+            by(&|r| r.id == d || r.manifest_digest == d || r.index_digests.contains(&d))
+                .map(|i| (i, None)),
+        );
     }
     let is_hex = !reference.is_empty()
         && reference
@@ -549,7 +587,9 @@ fn find(index: &IndexFile, reference: &str) -> Result<Option<(usize, Option<Stri
     let parsed = Reference::parse(reference);
     if let Ok(parsed) = &parsed {
         if let Some(d) = &parsed.digest {
-            return Ok(by(&|r| &r.manifest_digest == d).map(|i| (i, None)));
+            return Ok(
+                by(&|r| &r.manifest_digest == d || r.index_digests.contains(d)).map(|i| (i, None)),
+            );
         }
         if let Some(name) = parsed.tagged_name() {
             if let Some(i) = by(&|r| r.names.contains(&name)) {
