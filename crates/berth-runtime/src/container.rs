@@ -78,6 +78,27 @@ pub enum ContainerError {
     /// The runtime failed on a later operation.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The container does not run (exec needs a running container).
+    #[error("failed to exec in container {0}: it is not running")]
+    NotRunning(String),
+    /// The runtime could not exec the process; `message` is the runtime's.
+    #[error("failed to exec in container {id}: {message}")]
+    Exec {
+        /// The container id.
+        id: String,
+        /// What went wrong (the runtime's message when it failed).
+        message: String,
+    },
+    /// The exec'd process ran past its timeout and was killed.
+    #[error("failed to exec in container {id}: command {command:?} timed out after {timeout:?}")]
+    ExecTimedOut {
+        /// The container id.
+        id: String,
+        /// The command line, joined by spaces.
+        command: String,
+        /// The timeout.
+        timeout: Duration,
+    },
     /// A state file could not be read or written.
     #[error("failed to access the state of container {id}: {source}")]
     State {
@@ -215,7 +236,7 @@ impl ContainerManager {
         }
     }
 
-    fn meta(&self, id: &str) -> Result<ContainerMeta, ContainerError> {
+    pub(crate) fn meta(&self, id: &str) -> Result<ContainerMeta, ContainerError> {
         Self::check_id(id)?;
         read_json(&self.bundle_dir(id).join(META_FILE))
             .map_err(|source| ContainerError::State {

@@ -11,10 +11,12 @@
 //!   so the node agent can restart without stopping containers.
 //! - [`container`]: the node's API — start, status, stop, remove — with all state on disk, so
 //!   a restarted node agent adopts running containers by reading their bundle directories.
+//! - [`exec`]: running another process in a running container (exec probes, hooks, `exec`).
 
 pub mod bundle;
 pub mod cgroup;
 pub mod container;
+pub mod exec;
 pub mod logs;
 pub mod runtime;
 pub mod shim;
@@ -26,4 +28,5 @@ pub use bundle::{
 pub use container::{
     ContainerError, ContainerManager, ContainerStatus, ManagerConfig, RunningContainer,
 };
+pub use exec::{ExecCommand, ExecOutput, ExecSpec};
 pub use runtime::{CliRuntime, OciRuntime, RuntimeError, RuntimeKind};

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use berth_runtime::bundle::is_mount_point;
 use berth_runtime::cgroup::{self, CgroupMode};
 use berth_runtime::{
-    ContainerError, ContainerManager, ContainerSpec, ContainerStatus, LogConfig, ManagerConfig,
-    Rootfs, RuntimeKind,
+    ContainerError, ContainerManager, ContainerSpec, ContainerStatus, ExecSpec, LogConfig,
+    ManagerConfig, Rootfs, RuntimeKind,
 };
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "sleep", "cat", "dd", "tail", "head", "true", "printf", "ls", "id", "touch",
-    "grep", "hostname", "pwd",
+    "grep", "hostname", "pwd", "ps",
 ];
 
 struct Fixture {
@@ -484,6 +484,133 @@ fn shim_killed(kind: RuntimeKind) {
     f.assert_gone(&id);
 }
 
+fn exec_in_container(kind: RuntimeKind) {
+    let mut f = Fixture::new(kind, "exec");
+    let mut spec = f.spec("execd", &["sleep", "1000"]);
+    spec.env.push(("FOO".into(), "bar".into()));
+    spec.env.push(("PATH".into(), "/bin".into()));
+    spec.working_dir = Some("/tmp".into());
+    let id = spec.id.clone();
+    f.manager.start(&spec).expect("start");
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let sec = Duration::from_secs(5);
+
+    // The container's environment and working directory; exit code and both streams.
+    let out = f
+        .manager
+        .exec_output(
+            &id,
+            &s(&["sh", "-c", "echo $FOO; pwd; echo err >&2; exit 3"]),
+            sec,
+        )
+        .expect("exec");
+    assert_eq!(out.exit_code, 3);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "bar\n/tmp\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let out = f
+        .manager
+        .exec_output(&id, &s(&["sh", "-c", "kill -9 $$"]), sec)
+        .expect("exec");
+    assert_eq!(out.exit_code, 137);
+
+    // The runtime's own failure is an error with its message, not process output.
+    match f.manager.exec_output(&id, &s(&["/nope"]), sec) {
+        Err(ContainerError::Exec { message, .. }) => {
+            assert!(message.contains("nope"), "{message}");
+            println!("    runtime said: {message}");
+        }
+        other => panic!("expected an exec error, got {other:?}"),
+    }
+
+    // Extra environment, working directory and user; the caller owns the stdio.
+    let mut exec = f
+        .manager
+        .exec_command(
+            &id,
+            &ExecSpec {
+                args: s(&["sh", "-c", "echo $FOO $EXTRA; pwd; id -u; id -g"]),
+                env: vec![("EXTRA".into(), "x".into()), ("FOO".into(), "baz".into())],
+                cwd: Some("/".into()),
+                user: Some((1000, 1001)),
+                tty: false,
+            },
+        )
+        .expect("exec command");
+    let out = exec.command.output().expect("run exec");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "baz x\n/\n1000\n1001\n"
+    );
+    drop(exec);
+
+    // A timeout kills the process and what it forked, inside the container.
+    let t = Instant::now();
+    match f.manager.exec_output(
+        &id,
+        &s(&["sh", "-c", "sleep 201 & sleep 202; echo never"]),
+        Duration::from_millis(500),
+    ) {
+        Err(ContainerError::ExecTimedOut { .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ps = f
+            .manager
+            .exec_output(&id, &s(&["ps", "-o", "args"]), sec)
+            .expect("ps");
+        let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+        if !ps.contains("sleep 20") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "exec'd processes survived: {ps}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A background process holding the output does not hold the caller past the timeout.
+    let t = Instant::now();
+    let out = f
+        .manager
+        .exec_output(
+            &id,
+            &s(&["sh", "-c", "sleep 203 & echo started"]),
+            Duration::from_millis(700),
+        )
+        .expect("exec");
+    assert_eq!((out.exit_code, out.stdout), (0, b"started\n".to_vec()));
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+
+    assert!(matches!(
+        f.manager.exec_command(
+            &id,
+            &ExecSpec {
+                args: s(&["sh"]),
+                tty: true,
+                ..Default::default()
+            }
+        ),
+        Err(ContainerError::Exec { .. })
+    ));
+    let leftovers: Vec<_> = fs::read_dir(f.manager.bundle_dir(&id))
+        .expect("bundle")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("exec-"))
+        .collect();
+    assert!(leftovers.is_empty(), "exec files left: {leftovers:?}");
+
+    f.manager
+        .stop(&id, libc::SIGKILL, Duration::from_secs(5))
+        .expect("stop");
+    assert!(matches!(
+        f.manager.exec_output(&id, &s(&["true"]), sec),
+        Err(ContainerError::NotRunning(_))
+    ));
+    f.manager.remove(&id).expect("remove");
+    f.assert_gone(&id);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("shim") {
@@ -508,6 +635,11 @@ fn main() {
         ("crun_spec_is_applied", spec_is_applied, RuntimeKind::Crun),
         ("crun_shim_killed", shim_killed, RuntimeKind::Crun),
         (
+            "crun_exec_in_container",
+            exec_in_container,
+            RuntimeKind::Crun,
+        ),
+        (
             "runc_exit_code_and_logs_plain_dir",
             |k| exit_code_and_logs(k, true),
             RuntimeKind::Runc,
@@ -518,6 +650,11 @@ fn main() {
         ("runc_bad_command", bad_command, RuntimeKind::Runc),
         ("runc_spec_is_applied", spec_is_applied, RuntimeKind::Runc),
         ("runc_shim_killed", shim_killed, RuntimeKind::Runc),
+        (
+            "runc_exec_in_container",
+            exec_in_container,
+            RuntimeKind::Runc,
+        ),
     ];
     let mut failed = Vec::new();
     let mut ran = 0;
