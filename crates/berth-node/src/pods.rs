@@ -56,6 +56,8 @@ pub struct PodRuntime {
     pub liveness: LivenessState,
     /// Image ids of the images containers run.
     pub image_ids: ImageIds,
+    /// Image pulls in progress and the back-off of failed ones.
+    pub image_pulls: crate::images::ImagePulls,
 }
 
 /// What a pod's containers mount: volume name → host path, and the `/etc` files' directory.
@@ -485,11 +487,8 @@ impl PodRuntime {
                         Some(format!("crun://{}", container_id(&uid, &c.name, attempt)));
                     obs.state = ContainerState::Running { started_at: now() };
                     self.start_failures.clear(&key);
+                    // The image's events (`Pulled`, ...) were recorded when it was found.
                     for (reason, message) in [
-                        (
-                            "Pulled",
-                            format!("Container image \"{image}\" already present on machine"),
-                        ),
                         ("Created", format!("Created container {}", c.name)),
                         ("Started", format!("Started container {}", c.name)),
                     ] {
@@ -505,6 +504,8 @@ impl PodRuntime {
                         .await;
                     }
                 }
+                // The image's events and pull back-off are kept by `images`.
+                Err(state) if crate::images::is_image_state(&state) => obs.state = state,
                 Err(state) => {
                     // Reported as waiting with the cause, as upstream's RunContainerError.
                     let waiting = match state {

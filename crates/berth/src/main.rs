@@ -1,5 +1,7 @@
 //! The `berth` binary: `berth server` runs a whole cluster's control plane on this machine.
 
+mod pull;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::IpAddr;
@@ -44,6 +46,19 @@ enum ImagesCommand {
     Ls {
         #[arg(long, default_value = "/var/lib/berth")]
         data_dir: PathBuf,
+    },
+    /// Pull an image from its registry (or the mirrors in `<data-dir>/registries.yaml`).
+    Pull {
+        /// The image: `busybox`, `busybox:1.36`, `host:5000/x/y@sha256:...`.
+        reference: String,
+        #[arg(long, default_value = "/var/lib/berth")]
+        data_dir: PathBuf,
+        /// User name for the image's registry.
+        #[arg(long, requires = "password")]
+        username: Option<String>,
+        /// Password for the image's registry.
+        #[arg(long, requires = "username")]
+        password: Option<String>,
     },
 }
 
@@ -215,6 +230,12 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
 
 fn images(cmd: ImagesCommand) -> anyhow::Result<()> {
     match cmd {
+        ImagesCommand::Pull {
+            reference,
+            data_dir,
+            username,
+            password,
+        } => pull::run(&reference, &data_dir, username, password)?,
         ImagesCommand::Import { tarball, data_dir } => {
             let store = berth_images::ImageStore::open(&data_dir.join("images"))
                 .context("failed to open the image store")?;
@@ -312,6 +333,7 @@ fn pod_runtime(
         start_failures: Default::default(),
         liveness: Default::default(),
         image_ids: Default::default(),
+        image_pulls: Default::default(),
     }))
 }
 

@@ -26,6 +26,25 @@ pub struct PodCluster {
 impl PodCluster {
     /// `None` (the test is skipped) unless running as root.
     pub fn start(node: &str, subnet: u8, bridge_prefix: &str, runtime: &str) -> Option<PodCluster> {
+        Self::start_prepared(node, subnet, bridge_prefix, runtime, |dir| {
+            std::fs::create_dir_all(dir.join("images")).expect("images dir");
+            berth_images::testing::build_busybox_oci_tar(
+                &dir.join("images/busybox.tar"),
+                "busybox:latest",
+            )
+            .expect("busybox image");
+        })
+    }
+
+    /// Like [`PodCluster::start`], with `prepare` filling the data directory instead of the
+    /// busybox image (e.g. a `registries.yaml` and no image at all).
+    pub fn start_prepared(
+        node: &str,
+        subnet: u8,
+        bridge_prefix: &str,
+        runtime: &str,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Option<PodCluster> {
         if !berth_node::host::is_root() {
             eprintln!("skipped: running pods needs root");
             return None;
@@ -47,17 +66,7 @@ impl PodCluster {
         .map(|s| s.to_string())
         .collect();
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let c = Cluster::start_prepared(
-            |dir| {
-                std::fs::create_dir_all(dir.join("images")).expect("images dir");
-                berth_images::testing::build_busybox_oci_tar(
-                    &dir.join("images/busybox.tar"),
-                    "busybox:latest",
-                )
-                .expect("busybox image");
-            },
-            &argv,
-        );
+        let c = Cluster::start_prepared(prepare, &argv);
         let net = NetworkGuard(berth_net::NetworkConfig {
             bridge: bridge.clone(),
             pod_cidr: cidr,
