@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Run the API server, its datastore, the controllers and this machine's node agent.
     Server(Box<ServerArgs>),
+    /// Run only the node agent, as a client of a berth server's API: this machine becomes a
+    /// node of that cluster.
+    Agent(Box<AgentArgs>),
     /// Manage the node's images.
     #[command(subcommand)]
     Images(ImagesCommand),
@@ -82,18 +85,8 @@ struct ServerArgs {
     /// The CIDR Services get their cluster IPs from.
     #[arg(long, default_value = "10.43.0.0/16")]
     service_cidr: String,
-    /// The name this machine registers as a Node (default: the host name).
-    #[arg(long)]
-    node_name: Option<String>,
-    /// The pod subnet of this node (distinct per server on one machine).
-    #[arg(long, default_value = "10.42.0.0/24")]
-    pod_cidr: String,
-    /// The bridge pods attach to (distinct per server on one machine; at most 15 bytes).
-    #[arg(long, default_value = "berth0")]
-    bridge: String,
-    /// The OCI runtime: crun or runc.
-    #[arg(long, default_value = "crun")]
-    container_runtime: String,
+    #[command(flatten)]
+    node: NodeArgs,
     /// Seconds between automatic compactions of the datastore's history.
     #[arg(long, default_value_t = 30)]
     compaction_interval_seconds: u64,
@@ -105,29 +98,74 @@ struct ServerArgs {
     log: String,
 }
 
+/// How this machine's node agent runs pods (the same for `server` and `agent`).
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// The name this machine registers as a Node (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The pod subnet of this node (distinct per node and per server on one machine).
+    #[arg(long, default_value = "10.42.0.0/24")]
+    pod_cidr: String,
+    /// The bridge pods attach to (distinct per server on one machine; at most 15 bytes).
+    #[arg(long, default_value = "berth0")]
+    bridge: String,
+    /// The OCI runtime: crun or runc.
+    #[arg(long, default_value = "crun")]
+    container_runtime: String,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The API server's URL, e.g. https://10.0.0.1:6443.
+    #[arg(long)]
+    server: String,
+    /// A bearer token the API server accepts (see `berth server --token-auth-file`).
+    #[arg(long, env = "BERTH_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The cluster CA certificate the server's certificate is checked against (the server
+    /// keeps it in `<data-dir>/pki/ca.crt`).
+    #[arg(long)]
+    certificate_authority: PathBuf,
+    /// Directory holding this node's images, containers and pod files.
+    #[arg(long, default_value = "/var/lib/berth")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `berth_node=debug`.
+    #[arg(long, env = "BERTH_LOG", default_value = "info")]
+    log: String,
+}
+
+/// Sets up logging to stderr and the async runtime, and runs `main` on it.
+fn run_async(
+    log: &str,
+    main: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(log).context("invalid --log filter")?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    berth_apiserver::memory::limit_arenas();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        // Datastore reads run on blocking threads; a bounded pool keeps memory bounded.
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(main)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Shim { args } => std::process::exit(berth_runtime::shim::shim_main(args)),
         Command::Images(cmd) => images(cmd),
-        Command::Server(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_new(&args.log)
-                        .context("invalid --log filter")?,
-                )
-                .with_writer(std::io::stderr)
-                .init();
-            berth_apiserver::memory::limit_arenas();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                // Datastore reads run on blocking threads; a bounded pool keeps memory bounded.
-                .max_blocking_threads(16)
-                .enable_all()
-                .build()
-                .context("failed to start the async runtime")?;
-            runtime.block_on(server(*args))
-        }
+        Command::Server(args) => run_async(&args.log.clone(), server(*args)),
+        Command::Agent(args) => run_async(&args.log.clone(), agent(*args)),
     }
 }
 
@@ -185,28 +223,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             let _ = rx.wait_for(|v| *v).await;
         }
     };
-    let node_name = match &args.node_name {
-        Some(n) => n.clone(),
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_lowercase())
-            .unwrap_or_else(|_| "berth".to_string()),
-    };
     let parts = vec![
         tokio::spawn(berth_controllers::namespace::run(client.clone(), stopped())),
-        {
-            let pods = pod_runtime(&args, client.clone(), &node_name)?;
-            let config = berth_node::NodeConfig::new(node_name.clone(), args.data_dir.clone());
-            let stop = stop_rx.clone();
-            tokio::spawn(async move {
-                // Dropped-in images are there before the first pod looks for them; the import
-                // runs off the async workers (the API is already serving).
-                if let Some(store) = pods.as_ref().map(|p| p.images.clone()) {
-                    let _ =
-                        tokio::task::spawn_blocking(move || import_dropped_images(&store)).await;
-                }
-                berth_node::run(client, config, pods, stop).await
-            })
-        },
+        node_agent(&args.node, &args.data_dir, client, stop_rx.clone())?,
     ];
 
     wait_for_signal().await;
@@ -290,9 +309,83 @@ fn import_dropped_images(images: &berth_images::ImageStore) {
     }
 }
 
+/// Starts this machine's node agent as a task that ends when `stop` turns true.
+fn node_agent(
+    args: &NodeArgs,
+    data_dir: &std::path::Path,
+    client: kube::Client,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let node_name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_lowercase())
+            .unwrap_or_else(|_| "berth".to_string()),
+    };
+    let pods = pod_runtime(args, data_dir, client.clone(), &node_name)?;
+    let config = berth_node::NodeConfig::new(node_name, data_dir.to_path_buf());
+    Ok(tokio::spawn(async move {
+        // Dropped-in images are there before the first pod looks for them; the import runs
+        // off the async workers (the API is already serving).
+        if let Some(store) = pods.as_ref().map(|p| p.images.clone()) {
+            let _ = tokio::task::spawn_blocking(move || import_dropped_images(&store)).await;
+        }
+        berth_node::run(client, config, pods, stop).await
+    }))
+}
+
+/// `berth agent`: the node agent alone, a client of a remote API server.
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("failed to create {}", args.data_dir.display()))?;
+    let ca = std::fs::read(&args.certificate_authority).with_context(|| {
+        format!(
+            "failed to read the cluster CA {}",
+            args.certificate_authority.display()
+        )
+    })?;
+    let url: http::Uri = args
+        .server
+        .parse()
+        .with_context(|| format!("invalid --server {:?}", args.server))?;
+    let mut config = kube::Config::new(url);
+    config.root_cert = Some(
+        rustls_pemfile::certs(&mut ca.as_slice())
+            .map(|c| c.map(|c| c.to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .context("the cluster CA is not a PEM certificate")?,
+    );
+    config.auth_info.token = Some(args.token.clone().into());
+    let client = kube::Client::try_from(config).context("failed to build the API client")?;
+    // Fail early and clearly when the server is unreachable or refuses the token.
+    let probe = http::Request::get("/api/v1/nodes?limit=1")
+        .body(Vec::new())
+        .context("failed to build a request")?;
+    client
+        .request_text(probe)
+        .await
+        .with_context(|| format!("failed to reach the API server at {}", args.server))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let part = node_agent(&args.node, &args.data_dir, client, stop_rx)?;
+    println!("berth agent running; its node reports to {}", args.server);
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let abort = part.abort_handle();
+    if tokio::time::timeout(std::time::Duration::from_millis(500), part)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
+    Ok(())
+}
+
 /// The pod runtime of this node, when it can have one (root, an OCI runtime, CNI plugins).
 fn pod_runtime(
-    args: &ServerArgs,
+    args: &NodeArgs,
+    data_dir: &std::path::Path,
     client: kube::Client,
     node_name: &str,
 ) -> anyhow::Result<Option<berth_node::pods::PodRuntime>> {
@@ -300,7 +393,7 @@ fn pod_runtime(
         tracing::warn!("not running as root: the node agent registers the node but runs no pods");
         return Ok(None);
     }
-    let images = berth_images::ImageStore::open(&args.data_dir.join("images"))
+    let images = berth_images::ImageStore::open(&data_dir.join("images"))
         .context("failed to open the image store")?;
     let runtime = match args.container_runtime.as_str() {
         "crun" => berth_runtime::RuntimeKind::Crun,
@@ -309,7 +402,7 @@ fn pod_runtime(
     };
     let shim_exe = std::env::current_exe().context("failed to find the berth executable")?;
     let containers = berth_runtime::ContainerManager::new(berth_runtime::ManagerConfig {
-        state_dir: args.data_dir.join("containers"),
+        state_dir: data_dir.join("containers"),
         runtime,
         runtime_binary: None,
         shim_exe,
@@ -318,7 +411,7 @@ fn pod_runtime(
         bridge: args.bridge.clone(),
         pod_cidr: args.pod_cidr.clone(),
         plugin_dir: PathBuf::from("/usr/lib/cni"),
-        state_dir: args.data_dir.clone(),
+        state_dir: data_dir.to_path_buf(),
         mtu: None,
     };
     Ok(Some(berth_node::pods::PodRuntime {
@@ -328,12 +421,13 @@ fn pod_runtime(
         images,
         network,
         containers,
-        pods_dir: args.data_dir.join("pods"),
+        pods_dir: data_dir.join("pods"),
         logs_dir: PathBuf::from("/var/log/pods"),
         start_failures: Default::default(),
-        liveness: Default::default(),
+        prober: Default::default(),
         image_ids: Default::default(),
         image_pulls: Default::default(),
+        sources: Default::default(),
     }))
 }
 

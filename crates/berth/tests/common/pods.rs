@@ -4,7 +4,7 @@
 use super::Cluster;
 
 /// Removes the test network (bridge, routes, netns mounts) however the test ended.
-pub struct NetworkGuard(berth_net::NetworkConfig);
+pub struct NetworkGuard(pub berth_net::NetworkConfig);
 
 impl Drop for NetworkGuard {
     fn drop(&mut self) {
