@@ -45,6 +45,7 @@ impl PodRuntime {
             .into_iter()
             .filter_map(|p| p.metadata.uid)
             .collect();
+        self.sources.forget_pods(|uid| live.contains(uid));
         let containers = self.containers.clone();
         let network = self.network.clone();
         let pods_dir = self.pods_dir.clone();
@@ -74,7 +75,10 @@ impl PodRuntime {
                     &format!("/berth/pod{uid}"),
                     containers.cgroup_mode(),
                 );
-                let _ = std::fs::remove_dir_all(pods_dir.join(&uid));
+                // Volume mounts (tmpfs, subPaths) go before the directory.
+                if let Err(e) = crate::mounts::remove_pod_dir(&pods_dir.join(&uid)) {
+                    tracing::warn!(pod_uid = %uid, "failed to remove an orphaned pod directory: {e}");
+                }
                 remove_logs(&logs_dir, &uid);
             }
         })

@@ -2,14 +2,18 @@
 //! It is a client of the API server only, so it runs in `berth server` or on another machine
 //! with the same code.
 
+mod atomic;
 mod cleanup;
+pub mod downward;
 mod env;
 pub mod events;
 pub mod host;
 mod images;
+mod mounts;
 pub mod pods;
 pub mod podstatus;
 mod probes;
+pub mod sources;
 pub mod spec;
 pub mod status;
 mod volumes;

@@ -58,11 +58,13 @@ pub struct PodRuntime {
     pub image_ids: ImageIds,
     /// Image pulls in progress and the back-off of failed ones.
     pub image_pulls: crate::images::ImagePulls,
+    /// The ConfigMaps and Secrets pods use (one shared watch) and what volumes hold.
+    pub sources: crate::sources::Sources,
 }
 
 /// What a pod's containers mount: volume name → host path, and the `/etc` files' directory.
 pub struct Prepared {
-    volumes: HashMap<String, PathBuf>,
+    volumes: HashMap<String, crate::volumes::PodVolume>,
     etc: PathBuf,
 }
 
@@ -162,6 +164,9 @@ fn attempts(all: &[String], pod_uid: &str, name: &str) -> Vec<u32> {
     v
 }
 
+/// How soon a container whose config (ConfigMaps, Secrets, volumes) was missing is retried.
+const CONFIG_RETRY: Duration = Duration::from_secs(5);
+
 /// Upstream's crash back-off: 10 s doubling per restart, capped at 5 minutes.
 fn backoff(restarts: u32) -> Duration {
     Duration::from_secs((10u64 << restarts.min(5)).min(300))
@@ -205,11 +210,11 @@ impl PodRuntime {
     }
 
     /// The volumes and `/etc` files a pod's containers mount.
-    async fn prepare(&self, pod: &Pod, pod_ip: &str) -> Result<Prepared, PodError> {
-        let volumes = self.volumes(pod).await?;
+    async fn prepare(&self, pod: &Pod, pod_ip: &str) -> Result<Prepared, String> {
+        let volumes = self.volumes(pod).await.map_err(|e| e.to_string())?;
         let etc = self
             .etc_files(pod, pod_ip)
-            .map_err(|e| err("write /etc files", &pod.name_any(), e))?;
+            .map_err(|e| err("write /etc files", &pod.name_any(), e).to_string())?;
         Ok(Prepared { volumes, etc })
     }
 
@@ -231,7 +236,8 @@ impl PodRuntime {
         let Prepared { volumes, etc } = prepared
             .get_or_try_init(|| self.prepare(pod, pod_ip))
             .await
-            .map_err(|e| waiting("CreateContainerConfigError", e.to_string()))?;
+            // Volumes that cannot be set up keep the pod ContainerCreating, as upstream.
+            .map_err(|e| waiting("ContainerCreating", e))?;
         let (image, layers) = self.image_for(pod, c).await?;
         let cfg = &image.config;
         let env = self
@@ -335,19 +341,11 @@ impl PodRuntime {
                 read_only: false,
             });
         }
-        for m in c.volume_mounts.clone().unwrap_or_default() {
-            let Some(src) = volumes.get(&m.name) else {
-                return Err(waiting(
-                    "CreateContainerConfigError",
-                    format!("volume {:?} not found", m.name),
-                ));
-            };
-            spec.mounts.push(MountSpec::Bind {
-                source: src.clone(),
-                destination: m.mount_path.clone(),
-                read_only: m.read_only.unwrap_or(false),
-            });
-        }
+        let mounts = self
+            .volume_mounts(pod, c, volumes, &spec.env)
+            .await
+            .map_err(|e| waiting("CreateContainerConfigError", e.to_string()))?;
+        spec.mounts.extend(mounts);
         let containers = self.containers.clone();
         match blocking(move || containers.start(&spec)).await {
             Ok(Ok(_)) => Ok(()),
@@ -464,8 +462,17 @@ impl PodRuntime {
         let key = format!("{uid}/{}", c.name);
         let mut restart = restart;
         if let Some((n, at, state)) = self.start_failures.get(&key) {
-            let due =
-                at + chrono::Duration::from_std(backoff(n.saturating_sub(1))).unwrap_or_default();
+            // Missing ConfigMaps/Secrets and volumes are retried at a steady pace (as upstream,
+            // which has no crash back-off for them); failed runs back off.
+            let delay = match &state {
+                ContainerState::Waiting { reason, .. }
+                    if reason == "CreateContainerConfigError" || reason == "ContainerCreating" =>
+                {
+                    CONFIG_RETRY
+                }
+                _ => backoff(n.saturating_sub(1)),
+            };
+            let due = at + chrono::Duration::from_std(delay).unwrap_or_default();
             if restart && Utc::now() < due {
                 restart = false;
                 obs.state = state;
@@ -517,13 +524,18 @@ impl PodRuntime {
                     };
                     if let ContainerState::Waiting { reason, message } = &waiting {
                         let text = message.clone().unwrap_or_else(|| reason.clone());
+                        let event = if reason == "ContainerCreating" {
+                            "FailedMount"
+                        } else {
+                            "Failed"
+                        };
                         crate::events::record(
                             &self.client,
                             &self.node_name,
                             pod,
                             &c.name,
                             "Warning",
-                            "Failed",
+                            event,
                             &text,
                         )
                         .await;
@@ -643,15 +655,15 @@ impl PodRuntime {
             if !host_network {
                 Sandbox::destroy(&network, &uid2).map_err(|e| e.to_string())?;
             }
-            if pod_dir.exists() {
-                std::fs::remove_dir_all(&pod_dir).map_err(|e| e.to_string())?;
-            }
+            // Volume mounts (tmpfs, subPaths) go before the directory.
+            crate::mounts::remove_pod_dir(&pod_dir).map_err(|e| e.to_string())?;
             crate::cleanup::remove_logs(&logs_dir, &uid2);
             Ok(())
         })
         .await
         .map_err(|e| err("stop", &name, e))?
         .map_err(|e| err("stop", &name, e))?;
+        self.sources.forget_pods(|u| u != uid);
         let api: Api<Pod> =
             Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         let dp = DeleteParams {
@@ -772,6 +784,8 @@ impl PodRuntime {
                 .await,
             );
         }
+        // Running pods' configMap, secret, downwardAPI and projected volumes follow their sources.
+        self.refresh_volumes(pod).await;
         let previous = pod
             .status
             .as_ref()
@@ -828,6 +842,10 @@ pub async fn run(
     let pods: Api<Pod> = Api::all(runtime.client.clone());
     let selector = format!("spec.nodeName={}", runtime.node_name);
     let runtime = Arc::new(runtime);
+    let sources = {
+        let rt = runtime.clone();
+        tokio::spawn(async move { rt.sources.watch(rt.client.clone()).await })
+    };
     let janitor = {
         let rt = runtime.clone();
         tokio::spawn(async move {
@@ -853,6 +871,7 @@ pub async fn run(
         .for_each(|_| async {})
         .await;
     janitor.abort();
+    sources.abort();
 }
 
 #[cfg(test)]
