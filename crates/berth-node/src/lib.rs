@@ -7,6 +7,7 @@ mod cleanup;
 pub mod downward;
 mod env;
 pub mod events;
+mod hooks;
 pub mod host;
 mod images;
 mod mounts;

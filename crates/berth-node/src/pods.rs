@@ -6,7 +6,7 @@
 //! Every fact lives in the kernel or on disk, so a restarted agent picks up where it was.
 
 use crate::podstatus::{pod_status, ContainerObservation, ContainerState};
-pub use crate::probes::LivenessState;
+pub use crate::probes::ProbeManager;
 use crate::spec;
 use berth_images::ImageStore;
 use berth_net::{NetworkConfig, Sandbox};
@@ -52,8 +52,8 @@ pub struct PodRuntime {
     pub logs_dir: PathBuf,
     /// Containers that failed to start, for the back-off between attempts.
     pub start_failures: StartFailures,
-    /// Liveness probe failures in a row and the last probe's time, per container.
-    pub liveness: LivenessState,
+    /// The probe workers of running containers and their verdicts (started, ready).
+    pub prober: ProbeManager,
     /// Image ids of the images containers run.
     pub image_ids: ImageIds,
     /// Image pulls in progress and the back-off of failed ones.
@@ -389,6 +389,7 @@ impl PodRuntime {
             },
             last_state: None,
             ready: false,
+            started: false,
             restart_count: tries.len().saturating_sub(1) as i32,
         };
         let latest = tries.last().copied();
@@ -545,17 +546,22 @@ impl PodRuntime {
                 }
             }
         }
-        // Without a readiness probe a running container is ready, as upstream.
-        if let ContainerState::Running { started_at } = &obs.state {
-            obs.ready = match &c.readiness_probe {
-                Some(p) => crate::probes::probe(c, p, pod_ip).await,
-                None => true,
-            };
-            if let (Some(p), Some(id)) = (&c.liveness_probe, &obs.container_id) {
-                let id = id.trim_start_matches("crun://").to_string();
-                self.check_liveness(pod, c, p, &id, started_at, pod_ip)
-                    .await;
+        // A container that just started runs its postStart hook before it counts as running.
+        if restart && matches!(obs.state, ContainerState::Running { .. }) {
+            if let Some(id) = obs.container_id.clone() {
+                let id = id.trim_start_matches("crun://");
+                if let Err(state) = self.post_start(pod, c, id, pod_ip).await {
+                    self.start_failures.record(&key, state.clone());
+                    obs.state = state;
+                }
             }
+        }
+        // Its probes say when a running container is started and ready (at once without
+        // probes), as upstream.
+        if let (ContainerState::Running { started_at }, Some(id)) = (&obs.state, &obs.container_id)
+        {
+            let id = id.trim_start_matches("crun://");
+            (obs.started, obs.ready) = self.prober.observe(pod, c, id, started_at, pod_ip);
         }
         obs
     }
@@ -592,6 +598,9 @@ impl PodRuntime {
                 .await;
             }
         }
+        // Each running container runs its preStop hook and gets its stop signal within the
+        // grace period, all at once; what is left is stopped below.
+        self.stop_for_deletion(pod, grace).await;
         let uid2 = uid.clone();
         let logs_dir = self.logs_dir.clone();
         let images = self.images.clone();
@@ -842,6 +851,9 @@ pub async fn run(
     let pods: Api<Pod> = Api::all(runtime.client.clone());
     let selector = format!("spec.nodeName={}", runtime.node_name);
     let runtime = Arc::new(runtime);
+    runtime.prober.attach(&runtime);
+    // Probe verdicts that change (readiness, startup) sync their pod at once.
+    let wakeups = runtime.prober.wakeups();
     let sources = {
         let rt = runtime.clone();
         tokio::spawn(async move { rt.sources.watch(rt.client.clone()).await })
@@ -859,6 +871,7 @@ pub async fn run(
         })
     };
     Controller::new(pods, watcher::Config::default().fields(&selector))
+        .reconcile_on(wakeups)
         .graceful_shutdown_on(shutdown)
         .run(
             |pod: Arc<Pod>, rt: Arc<PodRuntime>| async move { rt.sync(&pod).await },

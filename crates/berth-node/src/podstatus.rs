@@ -36,6 +36,8 @@ pub struct ContainerObservation {
     pub state: ContainerState,
     pub last_state: Option<ContainerState>,
     pub ready: bool,
+    /// Whether its startup probe succeeded (true for a running container without one).
+    pub started: bool,
     pub restart_count: i32,
 }
 
@@ -87,7 +89,7 @@ impl ContainerObservation {
             "imageID": self.image_id,
             "ready": self.ready,
             "restartCount": self.restart_count,
-            "started": matches!(self.state, ContainerState::Running { .. }),
+            "started": self.started,
             "state": self.state.to_json(),
             "lastState": self.last_state.as_ref().map_or(json!({}), ContainerState::to_json),
         });
@@ -231,7 +233,9 @@ mod tests {
     use super::*;
 
     fn obs(name: &str, state: ContainerState, ready: bool) -> ContainerObservation {
+        let started = matches!(state, ContainerState::Running { .. });
         ContainerObservation {
+            started,
             name: name.into(),
             image: "busybox:latest".into(),
             image_id: "sha256:abc".into(),
