@@ -2,7 +2,7 @@
 //! connection) that serves a test image and can demand Basic or Bearer authentication.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,6 +47,11 @@ const TOKEN: &str = "tok-123";
 
 impl TestRegistry {
     fn start(auth: AuthMode) -> std::io::Result<Self> {
+        Self::start_with(auth, None)
+    }
+
+    /// With `tls`, connections speak HTTPS with that server configuration.
+    fn start_with(auth: AuthMode, tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let state = Arc::new(Mutex::new(State::default()));
@@ -60,8 +65,16 @@ impl TestRegistry {
                 if let Ok(conn) = conn {
                     let st = st.clone();
                     let auth = auth.clone();
+                    let tls = tls.clone();
                     std::thread::spawn(move || {
-                        let _ = serve(conn, &st, &auth, port);
+                        let _ = match tls {
+                            Some(config) => rustls::ServerConnection::new(config)
+                                .map_err(std::io::Error::other)
+                                .and_then(|server| {
+                                    serve(rustls::StreamOwned::new(server, conn), &st, &auth, port)
+                                }),
+                            None => serve(conn, &st, &auth, port),
+                        };
                     });
                 }
             }
@@ -118,8 +131,14 @@ impl Drop for TestRegistry {
     }
 }
 
-fn serve(conn: TcpStream, state: &Mutex<State>, auth: &AuthMode, port: u16) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
+fn serve(
+    mut conn: impl Read + Write,
+    state: &Mutex<State>,
+    auth: &AuthMode,
+    port: u16,
+) -> std::io::Result<()> {
+    // GET requests have no body: what the reader buffers past the headers is nothing.
+    let mut reader = BufReader::new(&mut conn);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
@@ -135,11 +154,12 @@ fn serve(conn: TcpStream, state: &Mutex<State>, auth: &AuthMode, port: u16) -> s
             }
         }
     }
+    drop(reader);
     let basic = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
     );
-    let mut out = conn;
+    let out = &mut conn;
     let mut respond = |status: &str, headers: &[(&str, String)], body: &[u8]| {
         let mut head = format!(
             "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -545,5 +565,58 @@ fn authenticates_with_bearer_tokens_and_basic_auth() -> TestResult {
         store.pull(&reference, &options)?;
         assert_eq!(store.list()?.len(), 1);
     }
+    Ok(())
+}
+
+/// A self-signed certificate for 127.0.0.1: the server's TLS configuration and the PEM.
+fn tls_server() -> Result<(Arc<rustls::ServerConfig>, String), Box<dyn std::error::Error>> {
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])?.self_signed(&key)?;
+    let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], der)?;
+    Ok((Arc::new(config), cert.pem()))
+}
+
+#[test]
+fn verifies_https_registries_with_the_configured_ca() -> TestResult {
+    let (server, pem) = tls_server()?;
+    let registry = TestRegistry::start_with(AuthMode::None, Some(server))?;
+    registry.push(&test_image(b"over tls")?, "v1")?;
+    let (dir, store) = store()?;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pem)?;
+    let host = registry.host();
+    let reference = format!("{host}/test/app:v1");
+    let config = |tls: &str| -> Result<PullOptions<'static>, String> {
+        Ok(PullOptions {
+            registries: RegistriesConfig::parse(&format!(
+                "mirrors:\n  \"{host}\":\n    endpoint: [\"https://{host}\"]\nconfigs:\n  \"{host}\":\n    tls: {tls}\n"
+            ))?,
+            ..Default::default()
+        })
+    };
+    // The public roots do not know this certificate.
+    let text = store
+        .pull(&reference, &config("{}")?)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        text.contains("failed to do request: GET \"https://"),
+        "{text}"
+    );
+    assert!(store.list()?.is_empty());
+    // Its CA from ca_file, or no verification at all, and the pull works.
+    store.pull(
+        &reference,
+        &config(&format!("{{ca_file: {}}}", ca.display()))?,
+    )?;
+    store.pull(&reference, &config("{insecure_skip_verify: true}")?)?;
+    assert_eq!(store.list()?.len(), 1);
     Ok(())
 }
