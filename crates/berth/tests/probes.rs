@@ -1,9 +1,9 @@
 //! Probes and lifecycle hooks (root): exec readiness gating a pod's readiness with upstream
 //! timing, a startup probe holding off liveness, a failing liveness probe restarting its
-//! container with `Unhealthy`/`Killing` events, an httpGet probe's status code in its event,
-//! postStart hooks (one the container sees, one that fails and restarts it) and preStop hooks
-//! (exec and sleep) on deletion within the grace period. The pods run side by side in one
-//! cluster.
+//! container with `Unhealthy`/`Killing` events, an httpGet probe's status code and an exec
+//! probe's timeout in their events, postStart hooks (one the container sees, one that fails
+//! and restarts it) and preStop hooks (exec and sleep) on deletion within the grace period.
+//! The pods run side by side in one cluster.
 
 mod common;
 
@@ -136,6 +136,18 @@ spec:
     command: ["httpd", "-f", "-p", "8080", "-h", "/tmp"]
     ports: [{{name: web, containerPort: 8080}}]
     readinessProbe: {{httpGet: {{path: /missing, port: web}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: exec-timeout}}
+spec:
+  nodeName: probe-node
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:latest
+    command: ["sleep", "3600"]
+    readinessProbe: {{exec: {{command: ["sleep", "5"]}}, timeoutSeconds: 1, periodSeconds: 2}}
 ---
 apiVersion: v1
 kind: Pod
@@ -296,6 +308,24 @@ spec:
         "false"
     );
 
+    // An exec probe past its timeoutSeconds fails (its process killed).
+    c.eventually(
+        "the exec probe to time out",
+        Duration::from_secs(20),
+        || {
+            has_event(
+                c,
+                "exec-timeout",
+                "Unhealthy",
+                "Readiness probe failed: command \"sleep 5\" timed out",
+            )
+        },
+    );
+    assert_eq!(
+        get(c, "exec-timeout", "{.status.containerStatuses[0].ready}"),
+        "false"
+    );
+
     // postStart: done before the container counts as running; the container sees its work.
     c.eventually("poststart to run", Duration::from_secs(20), || {
         get(c, "poststart", "{.status.phase}") == "Running"
@@ -433,6 +463,7 @@ spec:
         "startup",
         "liveness-exec",
         "http-404",
+        "exec-timeout",
         "poststart",
         "poststart-fail",
         "--grace-period=1",
