@@ -88,6 +88,17 @@ impl ImagePulls {
         })
     }
 
+    /// For failures that are not pulls (a missing image under `Never`, a bad name): whether
+    /// to record their events now — once per back-off period rather than every sync.
+    fn report_once(&self, key: &str) -> bool {
+        if self.backing_off(key).is_some() {
+            return false;
+        }
+        self.failed(key);
+        self.backing_off(key);
+        true
+    }
+
     fn failed(&self, key: &str) {
         self.with_failures(|m| {
             // Entries untouched for longer than the longest back-off are of pods long gone.
@@ -162,10 +173,13 @@ impl PodRuntime {
             message: Some(message),
         };
         let image_name = c.image.clone().unwrap_or_default();
+        let key = format!("{}/{image_name}", pod.uid().unwrap_or_default());
         if let Err(e) = Reference::parse(&image_name) {
             let message = format!("Failed to apply default image tag {image_name:?}: {e}");
-            self.image_event(pod, c, "Warning", "InspectFailed", &message)
-                .await;
+            if self.image_pulls.report_once(&key) {
+                self.image_event(pod, c, "Warning", "InspectFailed", &message)
+                    .await;
+            }
             return Err(waiting("InvalidImageName", message));
         }
         let policy = c
@@ -178,7 +192,6 @@ impl PodRuntime {
             .await
             .and_then(|r| r.map_err(|e| e.to_string()))
             .map_err(|e| waiting("ErrImagePull", e))?;
-        let key = format!("{}/{image_name}", pod.uid().unwrap_or_default());
         let must_pull = match policy.as_str() {
             "Never" => false,
             "IfNotPresent" => present.is_none(),
@@ -195,10 +208,7 @@ impl PodRuntime {
                 let message = format!(
                     "Container image \"{image_name}\" is not present with pull policy of Never"
                 );
-                // Reported once per back-off period rather than every sync.
-                if self.image_pulls.backing_off(&key).is_none() {
-                    self.image_pulls.failed(&key);
-                    self.image_pulls.backing_off(&key);
+                if self.image_pulls.report_once(&key) {
                     self.image_event(pod, c, "Warning", "ErrImageNeverPull", &message)
                         .await;
                     self.image_event(pod, c, "Warning", "Failed", "Error: ErrImageNeverPull")
@@ -434,6 +444,8 @@ mod tests {
         pulls.failed("v/y");
         assert_eq!(pulls.backing_off("u/x"), None);
         assert_eq!(pulls.backing_off("v/y"), Some(true));
+        assert!(pulls.report_once("w/z"));
+        assert!(!pulls.report_once("w/z"));
     }
 
     #[test]
