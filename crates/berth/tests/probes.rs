@@ -1,9 +1,9 @@
 //! Probes and lifecycle hooks (root): exec readiness gating a pod's readiness with upstream
-//! timing, a startup probe holding off liveness, a failing liveness probe restarting its
-//! container with `Unhealthy`/`Killing` events, an httpGet probe's status code and an exec
-//! probe's timeout in their events, postStart hooks (one the container sees, one that fails
-//! and restarts it) and preStop hooks (exec and sleep) on deletion within the grace period.
-//! The pods run side by side in one cluster.
+//! timing, a startup probe holding off liveness, failing liveness and startup probes
+//! restarting their containers with `Unhealthy`/`Killing` events, an httpGet probe's status
+//! code and an exec probe's timeout in their events, postStart hooks (one the container sees,
+//! one that fails and restarts it) and preStop hooks (exec and sleep) on deletion within the
+//! grace period. The pods run side by side in one cluster.
 
 mod common;
 
@@ -136,6 +136,21 @@ spec:
     command: ["httpd", "-f", "-p", "8080", "-h", "/tmp"]
     ports: [{{name: web, containerPort: 8080}}]
     readinessProbe: {{httpGet: {{path: /missing, port: web}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: startup-fail}}
+spec:
+  nodeName: probe-node
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:latest
+    command: ["sleep", "3600"]
+    startupProbe:
+      exec: {{command: ["sh", "-c", "echo not yet >&2; exit 1"]}}
+      periodSeconds: 1
+      failureThreshold: 2
 ---
 apiVersion: v1
 kind: Pod
@@ -394,6 +409,27 @@ spec:
         ),
         "{ev:#?}"
     );
+    // So does a failing startup probe.
+    c.eventually(
+        "startup-fail to be restarted",
+        Duration::from_secs(30),
+        || {
+            get(
+                c,
+                "startup-fail",
+                "{.status.containerStatuses[0].restartCount}",
+            )
+            .parse::<i32>()
+            .is_ok_and(|r| r >= 1)
+        },
+    );
+    let ev = events(c, "startup-fail");
+    for text in [
+        "Unhealthy|Startup probe failed: not yet",
+        "Killing|Container c failed startup probe, will be restarted",
+    ] {
+        assert!(ev.iter().any(|e| e.starts_with(text)), "{text} in {ev:#?}");
+    }
     c.eventually(
         "poststart-fail to be restarted",
         Duration::from_secs(30),
@@ -463,6 +499,7 @@ spec:
         "startup",
         "liveness-exec",
         "http-404",
+        "startup-fail",
         "exec-timeout",
         "poststart",
         "poststart-fail",
