@@ -18,6 +18,7 @@ pub mod cgroup;
 pub mod container;
 pub mod exec;
 pub mod logs;
+pub mod pages;
 pub mod runtime;
 pub mod shim;
 

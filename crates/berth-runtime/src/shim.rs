@@ -378,6 +378,7 @@ fn run_daemon(args: &ShimArgs) -> Result<(), ShimError> {
         Ok((pid, started_at, copiers)) => {
             report(&StartReport::Started { pid, started_at });
             close_stdout();
+            crate::pages::release_startup_pages();
             wait_and_record(args, pid, started_at, copiers)
         }
         Err(e) => {

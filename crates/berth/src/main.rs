@@ -29,12 +29,6 @@ enum Command {
     /// Manage the node's images.
     #[command(subcommand)]
     Images(ImagesCommand),
-    /// The per-container shim (started by the node agent).
-    #[command(hide = true, disable_help_flag = true)]
-    Shim {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
 }
 
 #[derive(Subcommand)]
@@ -160,9 +154,14 @@ fn run_async(
 }
 
 fn main() -> anyhow::Result<()> {
+    // `berth shim ...` (the per-container shim the node agent starts) goes straight to its
+    // code: it lives as long as its container, so it touches as little as possible.
+    let mut argv = std::env::args();
+    if argv.nth(1).as_deref() == Some("shim") {
+        std::process::exit(berth_runtime::shim::shim_main(argv.collect()));
+    }
     let cli = Cli::parse();
     match cli.command {
-        Command::Shim { args } => std::process::exit(berth_runtime::shim::shim_main(args)),
         Command::Images(cmd) => images(cmd),
         Command::Server(args) => run_async(&args.log.clone(), server(*args)),
         Command::Agent(args) => run_async(&args.log.clone(), agent(*args)),
