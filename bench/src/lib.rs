@@ -267,6 +267,11 @@ impl BerthServer {
     /// Spawns `berth server` on 127.0.0.1 and a free port with `data_dir`; stderr goes to
     /// `log`. Does not wait for readiness (see [`BerthServer::wait_ready_line`]).
     pub fn spawn(data_dir: &Path, log: &Path) -> anyhow::Result<Self> {
+        Self::spawn_with(data_dir, log, &[])
+    }
+
+    /// [`BerthServer::spawn`] with extra `berth server` arguments.
+    pub fn spawn_with(data_dir: &Path, log: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let bin = berth_binary()?;
         let port = free_port()?;
         let log_file = std::fs::File::create(log)
@@ -280,6 +285,7 @@ impl BerthServer {
             .arg(port.to_string())
             .arg("--bind-address")
             .arg("127.0.0.1")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
