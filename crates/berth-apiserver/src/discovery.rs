@@ -101,6 +101,9 @@ fn subresources(
             &["get", "patch", "update"][..],
         ));
     }
+    if r.kind == "Pod" {
+        out.push(("binding", "", "v1", "Binding", &["create"][..]));
+    }
     if r.kind == "Namespace" {
         out.push(("finalize", "", "v1", "Namespace", &["update"][..]));
     }

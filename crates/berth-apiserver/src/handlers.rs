@@ -262,6 +262,15 @@ impl Api {
             }
             (&Method::PUT, Some(name), sub) => {
                 let obj = decode_body(&req)?;
+            (&Method::POST, Some(name), Some("binding")) if r.kind == "Pod" => {
+                let binding = decode_body(&req)?;
+                let opts = write_options(&req)?;
+                let status = self
+                    .objects
+                    .bind(r, ns, name, &binding, opts.dry_run)
+                    .await?;
+                Ok(json_response(StatusCode::CREATED, &status, format, &[]))
+            }
                 let opts = write_options(&req)?;
                 self.check_sub(r, sub, name)?;
                 let Some(current) = self.objects.current(r, ns, name).await? else {

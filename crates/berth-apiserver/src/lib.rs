@@ -7,6 +7,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth;
+pub mod binding;
 pub mod discovery;
 pub mod handlers;
 pub mod memory;

@@ -176,7 +176,7 @@ pub fn decode(
 
 /// The stored bytes of an object given in `resource`'s form (without `resourceVersion`,
 /// which is the store's revision).
-fn encode(resource: &ResourceInfo, obj: &Value) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn encode(resource: &ResourceInfo, obj: &Value) -> Result<Vec<u8>, ApiError> {
     let mut stored = berth_api::storage::to_storage(resource, obj);
     if let Some(m) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
