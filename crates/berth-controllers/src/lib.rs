@@ -1,4 +1,30 @@
 //! berth's controllers. Each is a client of the API server (never of the datastore), so it
-//! can run in the server process or anywhere else with the same code.
+//! can run in the server process or anywhere else with the same code. They share one cache
+//! of watched objects (`cache`: one watch per resource type) and run on rate-limited work
+//! queues (`queue`); `pods` holds what every workload controller does with the pods it owns.
 
+pub mod cache;
+pub mod gc;
 pub mod namespace;
+pub mod queue;
+pub mod serviceaccount;
+
+use tokio::sync::watch;
+
+/// Runs the cache-based controllers (garbage collector, ServiceAccounts, workloads) until
+/// `stop` turns true.
+pub async fn run(client: kube::Client, stop: watch::Receiver<bool>) {
+    let cache = cache::Cache::new(client);
+    let serviceaccounts = serviceaccount::new(&cache);
+    // The collector registers last: it watches every resource, reusing the typed watches
+    // the other controllers asked for.
+    let gc = gc::new(&cache);
+    cache.start(stop.clone());
+    let parts = vec![
+        tokio::spawn(serviceaccount::run(serviceaccounts, stop.clone())),
+        tokio::spawn(gc::run(gc, cache.clone(), stop.clone())),
+    ];
+    for p in parts {
+        let _ = p.await;
+    }
+}
