@@ -224,6 +224,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let parts = vec![
         tokio::spawn(berth_controllers::namespace::run(client.clone(), stopped())),
+        tokio::spawn(berth_scheduler::run(
+            client.clone(),
+            berth_scheduler::Config::default(),
+            stopped(),
+        )),
         tokio::spawn(berth_controllers::run(client.clone(), stop_rx.clone())),
         node_agent(&args.node, &args.data_dir, client, stop_rx.clone())?,
     ];
