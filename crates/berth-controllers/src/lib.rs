@@ -4,6 +4,7 @@
 //! queues (`queue`); `pods` holds what every workload controller does with the pods it owns.
 
 pub mod cache;
+pub mod endpointslice;
 pub mod gc;
 pub mod namespace;
 pub mod queue;
@@ -16,12 +17,14 @@ use tokio::sync::watch;
 pub async fn run(client: kube::Client, stop: watch::Receiver<bool>) {
     let cache = cache::Cache::new(client);
     let serviceaccounts = serviceaccount::new(&cache);
+    let endpointslices = endpointslice::new(&cache);
     // The collector registers last: it watches every resource, reusing the typed watches
     // the other controllers asked for.
     let gc = gc::new(&cache);
     cache.start(stop.clone());
     let parts = vec![
         tokio::spawn(serviceaccount::run(serviceaccounts, stop.clone())),
+        tokio::spawn(endpointslice::run(endpointslices, stop.clone())),
         tokio::spawn(gc::run(gc, cache.clone(), stop.clone())),
     ];
     for p in parts {
