@@ -260,8 +260,6 @@ impl Api {
                 let w = self.objects.create(r, ns, obj, &opts).await?;
                 Ok(written(w, format))
             }
-            (&Method::PUT, Some(name), sub) => {
-                let obj = decode_body(&req)?;
             (&Method::POST, Some(name), Some("binding")) if r.kind == "Pod" => {
                 let binding = decode_body(&req)?;
                 let opts = write_options(&req)?;
@@ -271,6 +269,8 @@ impl Api {
                     .await?;
                 Ok(json_response(StatusCode::CREATED, &status, format, &[]))
             }
+            (&Method::PUT, Some(name), sub) => {
+                let obj = decode_body(&req)?;
                 let opts = write_options(&req)?;
                 self.check_sub(r, sub, name)?;
                 let Some(current) = self.objects.current(r, ns, name).await? else {
