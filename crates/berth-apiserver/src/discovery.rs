@@ -104,6 +104,17 @@ fn subresources(
     if r.kind == "Pod" {
         out.push(("binding", "", "v1", "Binding", &["create"][..]));
     }
+    if r.kind == "Pod" {
+        // Served by the pod's node through the API server's proxy.
+        out.push(("log", "", "v1", "Pod", &["get"][..]));
+        for (sub, kind) in [
+            ("exec", "PodExecOptions"),
+            ("attach", "PodAttachOptions"),
+            ("portforward", "PodPortForwardOptions"),
+        ] {
+            out.push((sub, "", "v1", kind, &["create", "get"][..]));
+        }
+    }
     if r.kind == "Namespace" {
         out.push(("finalize", "", "v1", "Namespace", &["update"][..]));
     }

@@ -31,6 +31,8 @@ pub struct Api {
     pub advertise: String,
     /// Set once the server is ready (`/readyz`).
     pub ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Connects to nodes for `pods/log`, `pods/exec`, `pods/attach` (see [`crate::proxy`]).
+    pub node_dialer: std::sync::Arc<crate::proxy::NodeDialer>,
 }
 
 /// What the client asked the response to look like.

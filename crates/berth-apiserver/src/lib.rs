@@ -11,6 +11,7 @@ pub mod binding;
 pub mod discovery;
 pub mod handlers;
 pub mod memory;
+pub mod node_ports;
 pub mod objects;
 pub mod pki;
 pub mod request;

@@ -2,6 +2,7 @@
 //! patch, delete, list, and the per-kind strategy hooks upstream has (status resets,
 //! generation, graceful pod deletion, namespace termination, finalizers).
 
+use crate::node_ports;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::service_ips::ServiceCidr;
 use crate::status::{ApiError, Cause};
@@ -258,13 +259,35 @@ impl Objects {
         Ok(Some(ip))
     }
 
-    /// Frees what a deleted object held (a Service's cluster IP).
+    /// Frees what a deleted object held (a Service's cluster IP and node ports).
     async fn released(&self, resource: &ResourceInfo, obj: &Value) {
         if resource.kind == "Service" {
             if let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str) {
                 self.service_cidr.release(self.store.as_ref(), ip).await;
             }
+            node_ports::release(self.store.as_ref(), &node_ports::held(obj)).await;
         }
+    }
+
+    /// Claims the node ports of a Service being written (none on a dry run).
+    async fn claim_node_ports(
+        &self,
+        resource: &ResourceInfo,
+        obj: &mut Value,
+        old: Option<&Value>,
+        dry_run: bool,
+    ) -> Result<node_ports::Claimed, ApiError> {
+        if resource.kind != "Service" || dry_run {
+            return Ok(node_ports::Claimed::default());
+        }
+        let namespace = meta_str(obj, "namespace").unwrap_or("").to_string();
+        let name = meta_str(obj, "name").unwrap_or("").to_string();
+        let who = node_ports::Owner {
+            resource,
+            namespace: &namespace,
+            name: &name,
+        };
+        node_ports::claim(self.store.as_ref(), obj, old, &who).await
     }
 
     /// Reads one object.
@@ -581,6 +604,18 @@ impl Objects {
         } else {
             None
         };
+        let node_ports = match self
+            .claim_node_ports(resource, &mut obj, None, opts.dry_run)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(ip) = allocated {
+                    self.service_cidr.release(self.store.as_ref(), &ip).await;
+                }
+                return Err(e);
+            }
+        };
         obj = berth_patch::managed_fields::record_update(
             &Value::Null,
             &obj,
@@ -613,6 +648,7 @@ impl Objects {
                 if let Some(ip) = allocated {
                     self.service_cidr.release(self.store.as_ref(), &ip).await;
                 }
+                node_ports::release(self.store.as_ref(), &node_ports.allocated).await;
                 match e {
                     StoreError::AlreadyExists(_) => Err(ApiError::already_exists(resource, &name)),
                     e => Err(e.into()),
@@ -733,6 +769,12 @@ impl Objects {
             }
         }
         self.validate(resource, &new, Some(&old))?;
+        let node_ports = if subresource.is_none() {
+            self.claim_node_ports(resource, &mut new, Some(&old), opts.dry_run)
+                .await?
+        } else {
+            node_ports::Claimed::default()
+        };
         new = berth_patch::managed_fields::record_update(
             &old,
             &new,
@@ -743,10 +785,17 @@ impl Objects {
             &now(),
             subresource.filter(|s| *s != "finalize"),
         );
-        self.write_update(
-            resource, namespace, name, &old, old_rev, new, opts, warnings,
-        )
-        .await
+        let written = self
+            .write_update(
+                resource, namespace, name, &old, old_rev, new, opts, warnings,
+            )
+            .await;
+        let unused = match &written {
+            Ok(_) => &node_ports.released,
+            Err(_) => &node_ports.allocated,
+        };
+        node_ports::release(self.store.as_ref(), unused).await;
+        written
     }
 
     /// Stores a computed new state: no-op detection, finalizer-driven deletion, CAS write.

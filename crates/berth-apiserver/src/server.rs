@@ -163,6 +163,12 @@ async fn handle(
         },
         None => return error_response(&ApiError::unauthorized()),
     };
+    // Pod logs, exec and attach stream from the pod's node (bodies and upgrades as they are).
+    if let Some((ns, pod, sub)) = crate::proxy::streaming_target(&path) {
+        let req = hyper::Request::from_parts(parts, body);
+        let dialer = api.node_dialer.clone();
+        return crate::proxy::serve(&api, &dialer, req, &ns, &pod, &sub).await;
+    }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {

@@ -6,6 +6,8 @@
 pub mod cache;
 pub mod endpointslice;
 pub mod gc;
+pub mod kubernetes_service;
+pub mod loadbalancer;
 pub mod namespace;
 pub mod queue;
 pub mod serviceaccount;

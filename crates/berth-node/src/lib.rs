@@ -10,16 +10,42 @@ pub mod events;
 mod hooks;
 pub mod host;
 mod images;
+pub mod logs;
 mod mounts;
 pub mod pods;
 pub mod podstatus;
 mod probes;
+pub mod server;
 pub mod sources;
 pub mod spec;
 pub mod status;
+pub mod stream;
 mod volumes;
 
+use server::NodeServer;
 use std::time::Duration;
+
+/// Serves the node's HTTPS endpoint until `shutdown`; a port in use or bad TLS material is
+/// logged (the node still runs its pods).
+async fn serve_endpoint(
+    config: &NodeConfig,
+    endpoint: NodeServer,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let Some(tls) = &config.kubelet_tls else {
+        return;
+    };
+    let started = match server::tls_config(tls) {
+        Ok(tls) => server::bind(config.kubelet_port).await.map(|l| (l, tls)),
+        Err(e) => Err(e),
+    };
+    match started {
+        Ok((listener, tls)) => {
+            server::serve(listener, tls, std::sync::Arc::new(endpoint), shutdown).await
+        }
+        Err(e) => tracing::warn!("the node's HTTPS endpoint is not served: {e}"),
+    }
+}
 
 /// Configuration of the node agent.
 #[derive(Debug, Clone)]
@@ -36,6 +62,14 @@ pub struct NodeConfig {
     pub max_pods: u32,
     /// Whether this agent runs pods (a pod runtime is wired); the node is Ready only then.
     pub runs_pods: bool,
+    /// The port of the node's HTTPS endpoint (logs, exec, attach), published in the
+    /// Node's `status.daemonEndpoints.kubeletEndpoint.Port`.
+    pub kubelet_port: u16,
+    /// The endpoint's TLS material; without it the endpoint is not served.
+    pub kubelet_tls: Option<server::KubeletTls>,
+    /// The endpoint's certificate is self-signed (not from the cluster CA): the Node says
+    /// so with the [`server::SELF_SIGNED_ANNOTATION`] annotation.
+    pub kubelet_self_signed: bool,
 }
 
 impl NodeConfig {
@@ -48,6 +82,9 @@ impl NodeConfig {
             status_interval: Duration::from_secs(60),
             max_pods: 110,
             runs_pods: false,
+            kubelet_port: 10250,
+            kubelet_tls: None,
+            kubelet_self_signed: false,
         }
     }
 }
@@ -70,9 +107,16 @@ pub async fn run(
     let images = pods.as_ref().map(|p| p.images.clone());
     match pods {
         Some(rt) => {
+            let endpoint = NodeServer {
+                client: client.clone(),
+                node_name: config.name.clone(),
+                containers: rt.containers.clone(),
+                logs_dir: rt.logs_dir.clone(),
+            };
             tokio::join!(
-                status::run(client, config, images, stopped()),
-                pods::run(rt, stopped())
+                status::run(client, config.clone(), images, stopped()),
+                pods::run(rt, stopped()),
+                serve_endpoint(&config, endpoint, stopped()),
             );
         }
         None => status::run(client, config, images, stopped()).await,

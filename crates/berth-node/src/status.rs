@@ -30,7 +30,7 @@ fn now_micro() -> String {
 
 /// The Node object this agent registers.
 pub fn node_object(config: &NodeConfig, host: &HostInfo) -> Value {
-    json!({
+    let mut node = json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
@@ -44,7 +44,12 @@ pub fn node_object(config: &NodeConfig, host: &HostInfo) -> Value {
             }
         },
         "spec": {}
-    })
+    });
+    if config.kubelet_self_signed {
+        node["metadata"]["annotations"] =
+            json!({crate::server::SELF_SIGNED_ANNOTATION: "self-signed"});
+    }
+    node
 }
 
 fn condition(
@@ -109,7 +114,7 @@ pub fn node_status(config: &NodeConfig, host: &HostInfo, previous: Option<&Value
             condition("Ready", config.runs_pods, ready_reason, ready_message, prev("Ready"), &now),
         ],
         "addresses": addresses,
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": config.kubelet_port}},
         "nodeInfo": {
             "machineID": host.machine_id,
             "systemUUID": host.machine_id,

@@ -223,6 +223,11 @@ impl ContainerManager {
         self.config.state_dir.join("containers").join(id)
     }
 
+    /// Where console sockets are made (short paths: a socket path has at most 108 bytes).
+    pub fn console_dir(&self) -> PathBuf {
+        self.config.state_dir.join("console")
+    }
+
     /// The runtime's state directory for `kind`.
     pub fn runtime_root(&self, kind: RuntimeKind) -> PathBuf {
         self.config.state_dir.join("runtime").join(kind.name())

@@ -14,9 +14,9 @@
 //! group (both runtimes start it in a session of its own) after checking it still lives in
 //! the container's pid namespace.
 //!
-//! Only non-terminal execs exist for now: a terminal needs the runtime's console socket
-//! (the runtime hands the pty's master over a unix socket), which the streaming exec of
-//! `kubectl exec -t` will add; [`ExecSpec::tty`] is refused until then.
+//! With [`ExecSpec::tty`] the process gets a terminal: the command carries the runtime's
+//! `--console-socket`, and [`ExecCommand::receive_terminal`] takes the pty's master the
+//! runtime hands over (the runtime's own stdio is then unused).
 
 use std::fs;
 use std::io::Read;
@@ -50,8 +50,7 @@ pub struct ExecSpec {
     pub cwd: Option<String>,
     /// The user and group to run as (default: the container's).
     pub user: Option<(u32, u32)>,
-    /// Whether the process gets a terminal. Must be false for now: a terminal needs the
-    /// runtime's console socket, which is not wired yet (see the module docs).
+    /// Whether the process gets a terminal (see [`ExecCommand::receive_terminal`]).
     pub tty: bool,
 }
 
@@ -80,6 +79,7 @@ pub struct ExecCommand {
     /// The container init's pid namespace (to recognise the exec'd process).
     pid_namespace: Option<PathBuf>,
     seen: Mutex<Option<Seen>>,
+    console: Option<crate::console::ConsoleSocket>,
 }
 
 static EXEC_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -95,7 +95,7 @@ fn exec_err(id: &str, message: impl Into<String>) -> ContainerError {
 fn process_spec(config: &Value, spec: &ExecSpec) -> Value {
     let mut process = config.get("process").cloned().unwrap_or_else(|| json!({}));
     process["args"] = json!(spec.args);
-    process["terminal"] = json!(false);
+    process["terminal"] = json!(spec.tty);
     let mut env: Vec<String> = process
         .get("env")
         .and_then(Value::as_array)
@@ -110,6 +110,9 @@ fn process_spec(config: &Value, spec: &ExecSpec) -> Value {
         let prefix = format!("{name}=");
         env.retain(|e| !e.starts_with(&prefix));
         env.push(format!("{name}={value}"));
+    }
+    if spec.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_string());
     }
     process["env"] = json!(env);
     if let Some(cwd) = &spec.cwd {
@@ -239,6 +242,22 @@ impl ExecCommand {
     pub fn container_id(&self) -> &str {
         &self.id
     }
+
+    /// For a terminal exec: waits (blocking, up to `timeout`) for the runtime to hand over
+    /// the terminal's master, or until `gave_up()` (the runtime exited first).
+    pub fn receive_terminal(
+        &self,
+        timeout: Duration,
+        gave_up: impl Fn() -> bool,
+    ) -> std::io::Result<std::os::fd::OwnedFd> {
+        match &self.console {
+            Some(c) => c.receive(timeout, gave_up),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the exec has no terminal",
+            )),
+        }
+    }
 }
 
 impl Drop for ExecCommand {
@@ -277,9 +296,6 @@ impl ContainerManager {
     /// Prepares the runtime command that runs `spec` inside running container `id`.
     pub fn exec_command(&self, id: &str, spec: &ExecSpec) -> Result<ExecCommand, ContainerError> {
         let meta = self.meta(id)?;
-        if spec.tty {
-            return Err(exec_err(id, "a terminal (tty) is not supported yet"));
-        }
         if spec.args.is_empty() {
             return Err(exec_err(id, "no command given"));
         }
@@ -315,9 +331,16 @@ impl ContainerManager {
             .arg("--process")
             .arg(&process_file)
             .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(id)
-            .current_dir("/");
+            .arg(&pid_file);
+        let console = if spec.tty {
+            let socket = crate::console::ConsoleSocket::bind(&self.console_dir())
+                .map_err(|e| exec_err(id, format!("failed to make a console socket: {e}")))?;
+            command.arg("--console-socket").arg(socket.path());
+            Some(socket)
+        } else {
+            None
+        };
+        command.arg(id).current_dir("/");
         Ok(ExecCommand {
             command,
             id: id.to_string(),
@@ -326,6 +349,7 @@ impl ContainerManager {
             log_file,
             pid_namespace: fs::read_link(format!("/proc/{pid}/ns/pid")).ok(),
             seen: Mutex::new(None),
+            console,
         })
     }
 

@@ -11,10 +11,12 @@
 //!   so the node agent can restart without stopping containers.
 //! - [`container`]: the node's API — start, status, stop, remove — with all state on disk, so
 //!   a restarted node agent adopts running containers by reading their bundle directories.
+//! - [`console`]: terminals — the runtime's console socket and window sizes.
 //! - [`exec`]: running another process in a running container (exec probes, hooks, `exec`).
 
 pub mod bundle;
 pub mod cgroup;
+pub mod console;
 pub mod container;
 pub mod exec;
 pub mod logs;

@@ -37,6 +37,31 @@ pub const STATE_FILE: &str = "state.json";
 pub const PID_FILE: &str = "container.pid";
 /// The shim's own diagnostics (its stderr).
 pub const SHIM_LOG: &str = "shim.log";
+/// The unix socket in the bundle where clients attach to the container's stdio.
+pub const ATTACH_SOCKET: &str = "attach.sock";
+
+/// Attach frames (one byte stream id, a big-endian u32 length, the data): the shim sends
+/// the container's output on [`ATTACH_STDOUT`]/[`ATTACH_STDERR`]; clients send input on
+/// [`ATTACH_STDIN`], end it with [`ATTACH_CLOSE_STDIN`], and resize a terminal with
+/// [`ATTACH_RESIZE`] (columns and rows, big-endian u16 each).
+pub const ATTACH_STDIN: u8 = 0;
+/// The container's stdout (a terminal's output too).
+pub const ATTACH_STDOUT: u8 = 1;
+/// The container's stderr.
+pub const ATTACH_STDERR: u8 = 2;
+/// A terminal's new size.
+pub const ATTACH_RESIZE: u8 = 4;
+/// The client's input ended.
+pub const ATTACH_CLOSE_STDIN: u8 = 255;
+
+/// One attach frame.
+pub fn attach_frame(stream: u8, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(data.len() + 5);
+    v.push(stream);
+    v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    v.extend_from_slice(data);
+    v
+}
 
 /// Errors inside the shim (reported to the caller, or to the shim's log).
 #[derive(Debug, thiserror::Error)]

@@ -581,17 +581,47 @@ fn exec_in_container(kind: RuntimeKind) {
     assert_eq!((out.exit_code, out.stdout), (0, b"started\n".to_vec()));
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 
-    assert!(matches!(
-        f.manager.exec_command(
+    // A terminal: the runtime hands the pty's master over the console socket.
+    let mut exec = f
+        .manager
+        .exec_command(
             &id,
             &ExecSpec {
-                args: s(&["sh"]),
+                args: s(&["sh", "-c", "stty size; tty; read x; echo got $x"]),
                 tty: true,
                 ..Default::default()
-            }
-        ),
-        Err(ContainerError::Exec { .. })
-    ));
+            },
+        )
+        .expect("tty exec command");
+    let mut child = exec
+        .command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn tty exec");
+    let master = exec
+        .receive_terminal(Duration::from_secs(10), || false)
+        .expect("terminal");
+    berth_runtime::console::set_window_size(std::os::fd::AsFd::as_fd(&master), 100, 30)
+        .expect("resize");
+    let mut term = std::fs::File::from(master);
+    std::io::Write::write_all(&mut term, b"hello\n").expect("type");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    // The master reads EIO once the process (the terminal's last user) is gone.
+    while let Ok(n) = std::io::Read::read(&mut term, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let status = child.wait().expect("wait");
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(status.success(), "{seen}");
+    assert!(seen.contains("/dev/pts/"), "{seen}");
+    assert!(seen.contains("got hello"), "{seen}");
+    drop(exec);
     let leftovers: Vec<_> = fs::read_dir(f.manager.bundle_dir(&id))
         .expect("bundle")
         .flatten()

@@ -193,6 +193,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)
             .context("invalid --service-cidr")?,
     };
+    let kubernetes_service = berth_controllers::kubernetes_service::Config {
+        cluster_ip: config.service_cidr.first().into(),
+        address: advertised_address(args.bind_address),
+        port: args.https_port,
+    };
     let api = berth_apiserver::start(config, shared)
         .await
         .context("failed to start the API server")?;
@@ -230,6 +235,16 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             stopped(),
         )),
         tokio::spawn(berth_controllers::run(client.clone(), stop_rx.clone())),
+        tokio::spawn(berth_controllers::loadbalancer::run(
+            client.clone(),
+            advertised_address(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(berth_controllers::kubernetes_service::run(
+            client.clone(),
+            kubernetes_service,
+            stop_rx.clone(),
+        )),
         node_agent(&args.node, &args.data_dir, client, stop_rx.clone())?,
     ];
 
@@ -434,6 +449,16 @@ fn pod_runtime(
         image_pulls: Default::default(),
         sources: Default::default(),
     }))
+}
+
+/// The address the API server is reached at from pods and other nodes: the bind address,
+/// or the node's primary address when bound to every address.
+fn advertised_address(bind: IpAddr) -> IpAddr {
+    if bind.is_unspecified() {
+        berth_node::host::primary_address().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+    } else {
+        bind
+    }
 }
 
 async fn wait_for_signal() {
