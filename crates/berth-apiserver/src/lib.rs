@@ -14,6 +14,7 @@ pub mod memory;
 pub mod node_ports;
 pub mod objects;
 pub mod pki;
+pub mod proxy;
 pub mod request;
 pub mod selector;
 pub mod server;
@@ -52,6 +53,8 @@ pub enum StartError {
     Serve(#[from] server::ServeError),
     #[error(transparent)]
     TokenFile(#[from] auth::TokenFileError),
+    #[error(transparent)]
+    NodeDialer(#[from] proxy::DialerError),
     #[error("failed to create the built-in namespaces: {0}")]
     Bootstrap(status::ApiError),
 }
@@ -120,6 +123,19 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<ApiServer, S
     }
     let serving = ca.server_cert(&dns, &ips)?;
     let admin = pki::load_or_create_client(&ca, &pki_dir, "admin", "admin", &["system:masters"])?;
+    // What the API server presents to nodes when it proxies logs, exec and attach.
+    let kubelet_client = pki::load_or_create_client(
+        &ca,
+        &pki_dir,
+        "apiserver-kubelet-client",
+        proxy::KUBELET_CLIENT_USER,
+        &["system:masters"],
+    )?;
+    let node_dialer = proxy::NodeDialer::new(
+        &ca.cert_pem,
+        &kubelet_client.cert_pem,
+        &kubelet_client.key_pem,
+    )?;
     let tokens = match &config.token_auth_file {
         Some(p) => auth::TokenAuthenticator::load(p)?,
         None => auth::TokenAuthenticator::default(),
@@ -159,6 +175,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<ApiServer, S
         objects,
         advertise: SocketAddr::new(host, address.port()).to_string(),
         ready: ready.clone(),
+        node_dialer: Arc::new(node_dialer),
     };
     let (tx, rx) = signal::channel(false);
     let trim = tokio::spawn(memory::trim_periodically(std::time::Duration::from_secs(

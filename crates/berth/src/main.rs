@@ -1,5 +1,6 @@
 //! The `berth` binary: `berth server` runs a whole cluster's control plane on this machine.
 
+mod kubelet_certs;
 mod pull;
 
 use anyhow::Context;
@@ -107,6 +108,10 @@ struct NodeArgs {
     /// The OCI runtime: crun or runc.
     #[arg(long, default_value = "crun")]
     container_runtime: String,
+    /// The port of the node's HTTPS endpoint (logs, exec, attach; distinct per server on
+    /// one machine).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
 }
 
 #[derive(clap::Args)]
@@ -126,6 +131,13 @@ struct AgentArgs {
     data_dir: PathBuf,
     #[command(flatten)]
     node: NodeArgs,
+    /// The serving certificate of the node's HTTPS endpoint (PEM; default: a self-signed
+    /// one, which the API server does not verify).
+    #[arg(long, requires = "kubelet_key")]
+    kubelet_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "kubelet_cert")]
+    kubelet_key: Option<PathBuf>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `berth_node=debug`.
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     log: String,
@@ -229,11 +241,6 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let parts = vec![
         tokio::spawn(berth_controllers::namespace::run(client.clone(), stopped())),
-        tokio::spawn(berth_scheduler::run(
-            client.clone(),
-            berth_scheduler::Config::default(),
-            stopped(),
-        )),
         tokio::spawn(berth_controllers::run(client.clone(), stop_rx.clone())),
         tokio::spawn(berth_controllers::loadbalancer::run(
             client.clone(),
@@ -245,7 +252,23 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             kubernetes_service,
             stop_rx.clone(),
         )),
-        node_agent(&args.node, &args.data_dir, client, stop_rx.clone())?,
+        tokio::spawn(berth_scheduler::run(
+            client.clone(),
+            berth_scheduler::Config::default(),
+            stopped(),
+        )),
+        node_agent(
+            &args.node,
+            &args.data_dir,
+            client,
+            stop_rx.clone(),
+            |name| {
+                Ok((
+                    kubelet_certs::issued_by_cluster_ca(&args.data_dir.join("pki"), name)?,
+                    false,
+                ))
+            },
+        )?,
     ];
 
     wait_for_signal().await;
@@ -335,6 +358,7 @@ fn node_agent(
     data_dir: &std::path::Path,
     client: kube::Client,
     stop: tokio::sync::watch::Receiver<bool>,
+    kubelet_tls: impl FnOnce(&str) -> anyhow::Result<(berth_node::server::KubeletTls, bool)>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let node_name = match &args.node_name {
         Some(n) => n.clone(),
@@ -343,7 +367,13 @@ fn node_agent(
             .unwrap_or_else(|_| "berth".to_string()),
     };
     let pods = pod_runtime(args, data_dir, client.clone(), &node_name)?;
-    let config = berth_node::NodeConfig::new(node_name, data_dir.to_path_buf());
+    let mut config = berth_node::NodeConfig::new(node_name, data_dir.to_path_buf());
+    config.kubelet_port = args.kubelet_port;
+    if pods.is_some() {
+        let (tls, self_signed) = kubelet_tls(&config.name)?;
+        config.kubelet_tls = Some(tls);
+        config.kubelet_self_signed = self_signed;
+    }
     Ok(tokio::spawn(async move {
         // Dropped-in images are there before the first pod looks for them; the import runs
         // off the async workers (the API is already serving).
@@ -387,7 +417,15 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to reach the API server at {}", args.server))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let part = node_agent(&args.node, &args.data_dir, client, stop_rx)?;
+    let part = node_agent(&args.node, &args.data_dir, client, stop_rx, |name| {
+        kubelet_certs::for_agent(
+            args.kubelet_cert.as_deref(),
+            args.kubelet_key.as_deref(),
+            &args.certificate_authority,
+            &args.data_dir,
+            name,
+        )
+    })?;
     println!("berth agent running; its node reports to {}", args.server);
     wait_for_signal().await;
     tracing::info!("shutting down");
