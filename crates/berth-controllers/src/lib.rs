@@ -4,12 +4,15 @@
 //! queues (`queue`); `pods` holds what every workload controller does with the pods it owns.
 
 pub mod cache;
+pub mod deployment;
 pub mod endpointslice;
 pub mod gc;
 pub mod kubernetes_service;
 pub mod loadbalancer;
 pub mod namespace;
+pub mod pods;
 pub mod queue;
+pub mod replicaset;
 pub mod serviceaccount;
 
 use tokio::sync::watch;
@@ -20,6 +23,8 @@ pub async fn run(client: kube::Client, stop: watch::Receiver<bool>) {
     let cache = cache::Cache::new(client);
     let serviceaccounts = serviceaccount::new(&cache);
     let endpointslices = endpointslice::new(&cache);
+    let replicasets = replicaset::new(&cache);
+    let deployments = deployment::new(&cache);
     // The collector registers last: it watches every resource, reusing the typed watches
     // the other controllers asked for.
     let gc = gc::new(&cache);
@@ -27,6 +32,8 @@ pub async fn run(client: kube::Client, stop: watch::Receiver<bool>) {
     let parts = vec![
         tokio::spawn(serviceaccount::run(serviceaccounts, stop.clone())),
         tokio::spawn(endpointslice::run(endpointslices, stop.clone())),
+        tokio::spawn(replicaset::run(replicasets, stop.clone())),
+        tokio::spawn(deployment::run(deployments, stop.clone())),
         tokio::spawn(gc::run(gc, cache.clone(), stop.clone())),
     ];
     for p in parts {

@@ -1,0 +1,538 @@
+//! What every workload controller does with the objects it owns (as upstream's controller
+//! utilities): controller references, claiming (adopt matching orphans, release what no
+//! longer matches), pods from templates, pod readiness and availability, which pods to
+//! delete first, creation/deletion expectations, and Events.
+
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::chrono::{DateTime, Utc};
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The annotation ranking pods for deletion (lower goes first).
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+/// The controller reference among `meta`'s ownerReferences.
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
+}
+
+/// The ownerReference a controller puts on what it creates.
+pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.meta().name.clone().unwrap_or_default(),
+        uid: owner.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// A label selector as a matcher; `None` for an empty or invalid one (which selects nothing
+/// for a controller).
+pub fn selector_of(s: Option<&LabelSelector>) -> Option<Selector> {
+    let s = s?;
+    let empty = s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && s.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+    if empty {
+        return None;
+    }
+    Selector::try_from(s.clone()).ok()
+}
+
+fn labels(meta: &ObjectMeta) -> BTreeMap<String, String> {
+    meta.labels.clone().unwrap_or_default()
+}
+
+/// The result of claiming objects for a controller.
+pub struct Claim<K> {
+    /// Controlled by the owner and matching its selector.
+    pub owned: Vec<Arc<K>>,
+    /// Orphans matching the selector, to adopt.
+    pub adopt: Vec<Arc<K>>,
+    /// Controlled by the owner but no longer matching, to release.
+    pub release: Vec<Arc<K>>,
+}
+
+/// Sorts `candidates` as upstream's ControllerRefManager does.
+pub fn claim<K: Resource>(
+    owner_uid: &str,
+    owner_deleting: bool,
+    selector: Option<&Selector>,
+    candidates: impl IntoIterator<Item = Arc<K>>,
+) -> Claim<K> {
+    let mut c = Claim {
+        owned: Vec::new(),
+        adopt: Vec::new(),
+        release: Vec::new(),
+    };
+    for o in candidates {
+        let meta = o.meta();
+        let matches = selector.is_some_and(|s| s.matches(&labels(meta)));
+        match controller_of(meta) {
+            Some(r) if r.uid == owner_uid => {
+                if matches {
+                    c.owned.push(o);
+                } else if !owner_deleting && meta.deletion_timestamp.is_none() {
+                    c.release.push(o);
+                }
+            }
+            Some(_) => {}
+            None => {
+                if matches && !owner_deleting && meta.deletion_timestamp.is_none() {
+                    c.adopt.push(o);
+                }
+            }
+        }
+    }
+    c
+}
+
+/// Adds `owner` as the controller of `obj` (strategic merge by uid, guarded by the
+/// object's uid). Returns the updated object, `None` if it is gone.
+pub async fn adopt<K>(
+    api: &Api<K>,
+    obj: &K,
+    owner: &OwnerReference,
+) -> Result<Option<K>, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let patch = serde_json::json!({
+        "metadata": {"ownerReferences": [owner], "uid": obj.meta().uid}
+    });
+    match api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        )
+        .await
+    {
+        Ok(o) => Ok(Some(o)),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes `owner_uid` from `obj`'s ownerReferences.
+pub async fn release<K>(api: &Api<K>, obj: &K, owner_uid: &str) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let patch = serde_json::json!({
+        "metadata": {"ownerReferences": [{"$patch": "delete", "uid": owner_uid}], "uid": obj.meta().uid}
+    });
+    match api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A new pod from a controller's template (`generateName: <prefix>`).
+pub fn pod_from_template(
+    template: &PodTemplateSpec,
+    namespace: &str,
+    prefix: &str,
+    owner: OwnerReference,
+) -> Pod {
+    let tm = template.metadata.clone().unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(prefix.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: tm.labels,
+            annotations: tm.annotations,
+            finalizers: tm.finalizers,
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: template.spec.clone(),
+        status: None,
+    }
+}
+
+/// Not finished and not being deleted.
+pub fn is_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    pod.metadata.deletion_timestamp.is_none()
+        && phase != Some("Succeeded")
+        && phase != Some("Failed")
+}
+
+/// When the pod's Ready condition turned true, if it is Ready.
+pub fn ready_since(pod: &Pod) -> Option<Option<DateTime<Utc>>> {
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    (c.status == "True").then(|| c.last_transition_time.as_ref().map(|t| t.0))
+}
+
+pub fn is_ready(pod: &Pod) -> bool {
+    ready_since(pod).is_some()
+}
+
+/// Ready for at least `min_ready_seconds`.
+pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: DateTime<Utc>) -> bool {
+    match ready_since(pod) {
+        None => false,
+        Some(_) if min_ready_seconds <= 0 => true,
+        Some(None) => false,
+        Some(Some(t)) => t + chrono_secs(min_ready_seconds) <= now,
+    }
+}
+
+/// How long until a Ready pod becomes available (`None` if not Ready or already available).
+pub fn until_available(pod: &Pod, min_ready_seconds: i32, now: DateTime<Utc>) -> Option<Duration> {
+    if min_ready_seconds <= 0 {
+        return None;
+    }
+    let t = ready_since(pod)??;
+    (t + chrono_secs(min_ready_seconds) - now)
+        .to_std()
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
+fn chrono_secs(s: i32) -> k8s_openapi::chrono::Duration {
+    k8s_openapi::chrono::Duration::seconds(i64::from(s))
+}
+
+fn phase_rank(pod: &Pod) -> u8 {
+    match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Pending") | None => 0,
+        Some("Unknown") => 1,
+        Some("Running") => 2,
+        _ => 3,
+    }
+}
+
+fn deletion_cost(pod: &Pod) -> i32 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(POD_DELETION_COST))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn restarts(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count).max().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+fn node_of(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or("")
+}
+
+/// Upstream's deletion preference between two active pods with their ranks (how many of the
+/// related pods share their node): `Less` means `a` goes first. Unscheduled before
+/// scheduled, Pending before Unknown before Running, not Ready before Ready, lower
+/// deletion cost first, more doubled-up first, recently Ready before long Ready, more
+/// restarts first, newer before older.
+pub fn deletion_order(a: (&Pod, usize), b: (&Pod, usize)) -> Ordering {
+    let (pa, ra) = a;
+    let (pb, rb) = b;
+    let assigned = |p: &Pod| !node_of(p).is_empty();
+    assigned(pa)
+        .cmp(&assigned(pb))
+        .then_with(|| phase_rank(pa).cmp(&phase_rank(pb)))
+        .then_with(|| is_ready(pa).cmp(&is_ready(pb)))
+        .then_with(|| deletion_cost(pa).cmp(&deletion_cost(pb)))
+        .then_with(|| rb.cmp(&ra))
+        .then_with(
+            || match (ready_since(pa).flatten(), ready_since(pb).flatten()) {
+                (Some(x), Some(y)) => y.cmp(&x),
+                _ => Ordering::Equal,
+            },
+        )
+        .then_with(|| restarts(pb).cmp(&restarts(pa)))
+        .then_with(|| {
+            let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            match (created(pa), created(pb)) {
+                (None, Some(_)) => Ordering::Less,
+                (Some(_), None) => Ordering::Greater,
+                (x, y) => y.cmp(&x),
+            }
+        })
+}
+
+/// The `n` pods of `pods` to delete first; `related` are the pods of every ReplicaSet of
+/// the same owner (they rank pods that share a node).
+pub fn pods_to_delete(pods: &[Arc<Pod>], related: &[Arc<Pod>], n: usize) -> Vec<Arc<Pod>> {
+    let mut per_node: HashMap<&str, usize> = HashMap::new();
+    for p in related {
+        let node = node_of(p);
+        if !node.is_empty() {
+            *per_node.entry(node).or_default() += 1;
+        }
+    }
+    let rank = |p: &Pod| {
+        let node = node_of(p);
+        if node.is_empty() {
+            0
+        } else {
+            per_node.get(node).copied().unwrap_or(0)
+        }
+    };
+    let mut ranked: Vec<(Arc<Pod>, usize)> = pods.iter().map(|p| (p.clone(), rank(p))).collect();
+    ranked.sort_by(|a, b| deletion_order((&a.0, a.1), (&b.0, b.1)));
+    ranked.into_iter().take(n).map(|(p, _)| p).collect()
+}
+
+/// How long expectations are trusted before a controller acts anyway (upstream's TTL).
+const EXPECTATIONS_TTL: Duration = Duration::from_secs(5 * 60);
+
+struct Expected {
+    adds: i64,
+    deletes: HashSet<String>,
+    at: Instant,
+}
+
+/// Creations and deletions a controller made and has not yet seen through its watch: while
+/// some are outstanding it does not act on the (stale) cache again.
+#[derive(Default)]
+pub struct Expectations {
+    map: Mutex<HashMap<String, Expected>>,
+}
+
+impl Expectations {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Expected>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the controller of `key` may act.
+    pub fn satisfied(&self, key: &str) -> bool {
+        match self.lock().get(key) {
+            None => true,
+            Some(e) => (e.adds <= 0 && e.deletes.is_empty()) || e.at.elapsed() > EXPECTATIONS_TTL,
+        }
+    }
+
+    pub fn expect_creations(&self, key: &str, n: usize) {
+        self.lock().insert(
+            key.to_string(),
+            Expected {
+                adds: i64::try_from(n).unwrap_or(i64::MAX),
+                deletes: HashSet::new(),
+                at: Instant::now(),
+            },
+        );
+    }
+
+    pub fn expect_deletions(&self, key: &str, pods: impl IntoIterator<Item = String>) {
+        self.lock().insert(
+            key.to_string(),
+            Expected {
+                adds: 0,
+                deletes: pods.into_iter().collect(),
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// A creation was seen (or will never happen).
+    pub fn creation_observed(&self, key: &str) {
+        if let Some(e) = self.lock().get_mut(key) {
+            e.adds -= 1;
+        }
+    }
+
+    /// The deletion of pod `pod` was seen (or will never happen).
+    pub fn deletion_observed(&self, key: &str, pod: &str) {
+        if let Some(e) = self.lock().get_mut(key) {
+            e.deletes.remove(pod);
+        }
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+}
+
+/// Records Events about objects as one controller (`kubectl describe` shows them).
+#[derive(Clone)]
+pub struct Events {
+    recorder: Recorder,
+}
+
+impl Events {
+    pub fn new(client: Client, controller: &str) -> Self {
+        Events {
+            recorder: Recorder::new(
+                client,
+                Reporter {
+                    controller: controller.into(),
+                    instance: None,
+                },
+            ),
+        }
+    }
+
+    pub async fn normal(&self, regarding: &ObjectReference, reason: &str, note: String) {
+        self.publish(regarding, EventType::Normal, reason, note)
+            .await;
+    }
+
+    pub async fn warning(&self, regarding: &ObjectReference, reason: &str, note: String) {
+        self.publish(regarding, EventType::Warning, reason, note)
+            .await;
+    }
+
+    async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, regarding).await {
+            tracing::debug!("failed to record event {reason}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn pod(
+        name: &str,
+        node: &str,
+        phase: &str,
+        ready_secs_ago: Option<i64>,
+        created_secs_ago: i64,
+    ) -> Arc<Pod> {
+        let now = Utc::now();
+        Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                creation_timestamp: Some(Time(
+                    now - k8s_openapi::chrono::Duration::seconds(created_secs_ago),
+                )),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: (!node.is_empty()).then(|| node.to_string()),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                conditions: ready_secs_ago.map(|s| {
+                    vec![PodCondition {
+                        type_: "Ready".into(),
+                        status: "True".into(),
+                        last_transition_time: Some(Time(
+                            now - k8s_openapi::chrono::Duration::seconds(s),
+                        )),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn names(p: &[Arc<Pod>]) -> Vec<String> {
+        p.iter().map(|p| p.name_any()).collect()
+    }
+
+    #[test]
+    fn deletion_prefers_unscheduled_pending_unready_then_newer() {
+        let pods = vec![
+            pod("running-old", "n1", "Running", Some(100), 300),
+            pod("running-new", "n1", "Running", Some(100), 10),
+            pod("unscheduled", "", "Pending", None, 500),
+            pod("pending", "n1", "Pending", None, 500),
+            pod("unready", "n1", "Running", None, 500),
+            pod("recently-ready", "n1", "Running", Some(5), 500),
+        ];
+        let order = pods_to_delete(&pods, &pods, 6);
+        assert_eq!(
+            names(&order),
+            [
+                "unscheduled",
+                "pending",
+                "unready",
+                "recently-ready",
+                "running-new",
+                "running-old"
+            ]
+        );
+    }
+
+    #[test]
+    fn deletion_prefers_doubled_up_nodes() {
+        let a = pod("alone", "n1", "Running", Some(100), 100);
+        let b = pod("crowded", "n2", "Running", Some(100), 100);
+        let c = pod("crowded-2", "n2", "Running", Some(100), 100);
+        let order = pods_to_delete(&[a.clone(), b.clone()], &[a, b, c], 1);
+        assert_eq!(names(&order), ["crowded"]);
+    }
+
+    #[test]
+    fn availability_waits_for_min_ready_seconds() {
+        let p = pod("p", "n", "Running", Some(5), 10);
+        let now = Utc::now();
+        assert!(is_available(&p, 0, now));
+        assert!(is_available(&p, 5, now));
+        assert!(!is_available(&p, 10, now));
+        assert!(until_available(&p, 10, now).is_some());
+        assert!(!is_available(&pod("q", "n", "Running", None, 10), 0, now));
+    }
+
+    #[test]
+    fn expectations_hold_until_observed() {
+        let e = Expectations::default();
+        assert!(e.satisfied("ns/rs"));
+        e.expect_creations("ns/rs", 2);
+        assert!(!e.satisfied("ns/rs"));
+        e.creation_observed("ns/rs");
+        assert!(!e.satisfied("ns/rs"));
+        e.creation_observed("ns/rs");
+        assert!(e.satisfied("ns/rs"));
+        e.expect_deletions("ns/rs", ["ns/a".to_string()]);
+        assert!(!e.satisfied("ns/rs"));
+        e.deletion_observed("ns/rs", "ns/a");
+        assert!(e.satisfied("ns/rs"));
+    }
+}
