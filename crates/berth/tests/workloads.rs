@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::pods::{leftovers, PodCluster};
 use common::Cluster;
 use std::time::Duration;
 
@@ -525,4 +526,92 @@ fn deployment_rollouts_history_undo_pause_restart_scale_delete() {
     c.eventually("ReplicaSets and pods collected", WAIT, || {
         count(&c, "rs", "app=web") == 0 && count(&c, "pods", "app=web") == 0
     });
+}
+
+/// As root, with the scheduler and the node agent: the Deployment's pods run as real
+/// containers, roll out, scale, and leave nothing behind once the Deployment is deleted.
+#[test]
+fn deployment_runs_real_pods() {
+    let Some(pc) = PodCluster::start("wl-node", 191, "btwl", "crun") else {
+        return;
+    };
+    let c = &pc.c;
+    c.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:latest",
+        "--replicas=3",
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+    ]);
+    c.kubectl(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    let nodes = c.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ]);
+    assert_eq!(
+        nodes.split_whitespace().filter(|n| *n == "wl-node").count(),
+        3,
+        "{nodes}"
+    );
+    let mut uids: Vec<String> = Vec::new();
+    let mut record = |c: &Cluster| {
+        for u in c
+            .kubectl(&[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[*].metadata.uid}",
+            ])
+            .split_whitespace()
+        {
+            if !uids.iter().any(|x| x == u) {
+                uids.push(u.to_string());
+            }
+        }
+    };
+    record(c);
+    // A template change (a short grace period) rolls the running pods over.
+    c.kubectl(&[
+        "patch",
+        "deploy/web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"terminationGracePeriodSeconds":1}}}}"#,
+    ]);
+    c.kubectl(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    record(c);
+    c.kubectl(&["scale", "deploy/web", "--replicas=5"]);
+    c.kubectl(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    record(c);
+    assert_eq!(
+        c.kubectl(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.status.readyReplicas}/{.status.updatedReplicas}"
+        ]),
+        "5/5"
+    );
+    c.kubectl(&["delete", "deploy/web"]);
+    c.eventually("pods gone", Duration::from_secs(90), || {
+        count(c, "pods", "app=web") == 0 && count(c, "rs", "app=web") == 0
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut left = leftovers(c.dir.path(), &pc.bridge, &uids);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        left = leftovers(c.dir.path(), &pc.bridge, &uids);
+    }
+    assert!(left.is_empty(), "left behind: {left:#?}");
 }
