@@ -3,12 +3,15 @@
 //! longer matches), pods from templates, pod readiness and availability, which pods to
 //! delete first, creation/deletion expectations, and Events.
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::api::core::v1::{
+    Event as CoreEvent, EventSource, ObjectReference, Pod, PodTemplateSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, ObjectMeta, OwnerReference, Time,
+};
 use k8s_openapi::chrono::{DateTime, Utc};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::{Selector, SelectorExt};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::cmp::Ordering;
@@ -380,52 +383,128 @@ impl Expectations {
     }
 }
 
-/// Records Events about objects as one controller (`kubectl describe` shows them).
+/// How long repeats of one Event are counted on it rather than recorded anew.
+const EVENT_AGGREGATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// How many recent Events are remembered for counting repeats.
+const EVENT_CACHE: usize = 4096;
+
+struct RecentEvent {
+    name: String,
+    namespace: String,
+    count: i32,
+    at: Instant,
+}
+
+/// Records core/v1 Events about objects as one controller, as upstream's recorder does:
+/// `kubectl describe` shows them, and a repeat of the same reason and message on the same
+/// object is counted on one Event.
 #[derive(Clone)]
 pub struct Events {
-    recorder: Recorder,
+    client: Client,
+    component: String,
+    recent: Arc<Mutex<HashMap<String, RecentEvent>>>,
 }
 
 impl Events {
-    pub fn new(client: Client, controller: &str) -> Self {
+    pub fn new(client: Client, component: &str) -> Self {
         Events {
-            recorder: Recorder::new(
-                client,
-                Reporter {
-                    controller: controller.into(),
-                    instance: None,
-                },
-            ),
+            client,
+            component: component.into(),
+            recent: Arc::default(),
         }
     }
 
     pub async fn normal(&self, regarding: &ObjectReference, reason: &str, note: String) {
-        self.publish(regarding, EventType::Normal, reason, note)
-            .await;
+        self.publish(regarding, "Normal", reason, note).await;
     }
 
     pub async fn warning(&self, regarding: &ObjectReference, reason: &str, note: String) {
-        self.publish(regarding, EventType::Warning, reason, note)
-            .await;
+        self.publish(regarding, "Warning", reason, note).await;
     }
 
-    async fn publish(
-        &self,
-        regarding: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        note: String,
-    ) {
-        let ev = Event {
+    async fn publish(&self, regarding: &ObjectReference, type_: &str, reason: &str, note: String) {
+        let now = Utc::now();
+        let stamp = Time(now);
+        let key = [
+            regarding.uid.as_deref().unwrap_or(""),
             type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
+            reason,
+            note.as_str(),
+        ]
+        .join("\0");
+        let repeat = {
+            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent
+                .get(&key)
+                .filter(|r| r.at.elapsed() < EVENT_AGGREGATE_WINDOW)
+                .map(|r| (r.name.clone(), r.namespace.clone(), r.count + 1))
         };
-        if let Err(e) = self.recorder.publish(&ev, regarding).await {
-            tracing::debug!("failed to record event {reason}: {e}");
+        if let Some((name, namespace, count)) = repeat {
+            let api: Api<CoreEvent> = Api::namespaced(self.client.clone(), &namespace);
+            let patch = serde_json::json!({"count": count, "lastTimestamp": stamp});
+            if api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .is_ok()
+            {
+                self.remember(key, name, namespace, count);
+                return;
+            }
         }
+        let namespace = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = format!(
+            "{}.{:x}",
+            regarding.name.as_deref().unwrap_or(&self.component),
+            now.timestamp_nanos_opt().unwrap_or_default()
+        );
+        let event = CoreEvent {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: regarding.clone(),
+            reason: Some(reason.into()),
+            message: Some(note),
+            type_: Some(type_.into()),
+            count: Some(1),
+            first_timestamp: Some(stamp.clone()),
+            last_timestamp: Some(stamp),
+            source: Some(EventSource {
+                component: Some(self.component.clone()),
+                host: None,
+            }),
+            reporting_component: Some(self.component.clone()),
+            reporting_instance: Some(self.component.clone()),
+            ..Default::default()
+        };
+        let api: Api<CoreEvent> = Api::namespaced(self.client.clone(), &namespace);
+        match api.create(&PostParams::default(), &event).await {
+            Ok(_) => self.remember(key, name, namespace, 1),
+            Err(e) => tracing::debug!("failed to record event {reason}: {e}"),
+        }
+    }
+
+    fn remember(&self, key: String, name: String, namespace: String, count: i32) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= EVENT_CACHE {
+            recent.retain(|_, r| r.at.elapsed() < EVENT_AGGREGATE_WINDOW);
+            if recent.len() >= EVENT_CACHE {
+                recent.clear();
+            }
+        }
+        recent.insert(
+            key,
+            RecentEvent {
+                name,
+                namespace,
+                count,
+                at: Instant::now(),
+            },
+        );
     }
 }
 

@@ -615,3 +615,57 @@ fn deployment_runs_real_pods() {
     }
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+#[test]
+fn recreate_deployment_replaces_all_pods_and_records_events() {
+    let c = Cluster::start();
+    let _kubelet = FakeKubelet::start(&c);
+    let generated = c.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:latest",
+        "--replicas=2",
+        "--dry-run=client",
+        "-o",
+        "json",
+    ]);
+    let mut d: serde_json::Value = serde_json::from_str(&generated).expect("deployment json");
+    d["spec"]["strategy"] = serde_json::json!({"type": "Recreate"});
+    d["spec"]["template"]["spec"]["nodeName"] = "fake-node".into();
+    d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 0.into();
+    c.kubectl_stdin(&["create", "-f", "-"], &d.to_string());
+    rollout_status(&c);
+    let old_rs = c.kubectl(&[
+        "get",
+        "rs",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    c.kubectl(&["set", "image", "deploy/web", "busybox=busybox:v2"]);
+    rollout_status(&c);
+    assert_eq!(jsonpath(&c, &["rs", &old_rs], "{.spec.replicas}"), "0");
+    let images = c.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].spec.containers[0].image}",
+    ]);
+    assert_eq!(images, "busybox:v2 busybox:v2");
+    // Each scaling step is its own Event, as upstream words it.
+    let described = c.kubectl(&["describe", "deploy", "web"]);
+    assert!(
+        described.contains(&format!("Scaled up replica set {old_rs} from 0 to 2")),
+        "{described}"
+    );
+    assert!(
+        described.contains(&format!("Scaled down replica set {old_rs} from 2 to 0")),
+        "{described}"
+    );
+    let described = c.kubectl(&["describe", "rs", &old_rs]);
+    assert_eq!(described.matches("Created pod: ").count(), 2, "{described}");
+}
