@@ -17,10 +17,11 @@ pub mod serviceaccount;
 
 use tokio::sync::watch;
 
-/// Runs the cache-based controllers (garbage collector, ServiceAccounts, workloads) until
-/// `stop` turns true.
+/// Runs every controller (namespaces, garbage collector, ServiceAccounts, workloads, ...)
+/// on one shared cache until `stop` turns true.
 pub async fn run(client: kube::Client, stop: watch::Receiver<bool>) {
     let cache = cache::Cache::new(client);
+    let namespaces = namespace::new(&cache);
     let serviceaccounts = serviceaccount::new(&cache);
     let endpointslices = endpointslice::new(&cache);
     let replicasets = replicaset::new(&cache);
@@ -30,6 +31,7 @@ pub async fn run(client: kube::Client, stop: watch::Receiver<bool>) {
     let gc = gc::new(&cache);
     cache.start(stop.clone());
     let parts = vec![
+        tokio::spawn(namespace::run(namespaces, stop.clone())),
         tokio::spawn(serviceaccount::run(serviceaccounts, stop.clone())),
         tokio::spawn(endpointslice::run(endpointslices, stop.clone())),
         tokio::spawn(replicaset::run(replicasets, stop.clone())),

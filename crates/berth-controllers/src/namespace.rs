@@ -1,16 +1,16 @@
 //! The namespace controller: empties a Terminating namespace of every namespaced resource,
 //! then removes the `kubernetes` finalizer so the API server deletes the namespace.
 
+use crate::cache::{Cache, Change, Informer};
+use crate::queue::{run_workers, Queue};
 use berth_api::registry::RESOURCES;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Errors of one reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -38,26 +38,70 @@ struct Context {
     client: Client,
 }
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(
-    client: Client,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    Controller::new(namespaces, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(Context { client }))
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!("namespace reconcile: {e}");
-            }
-        })
-        .await;
+/// The controller's state: namespaces come from the shared cache.
+pub struct Controller {
+    namespaces: Arc<Informer<Namespace>>,
+    queue: Arc<Queue<String>>,
+    ctx: Arc<Context>,
 }
 
-fn error_policy(_ns: Arc<Namespace>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!("{error}");
-    Action::requeue(Duration::from_secs(2))
+/// Registers the controller's informer on `cache`.
+pub fn new(cache: &Arc<Cache>) -> Arc<Controller> {
+    let c = Arc::new(Controller {
+        namespaces: cache.informer(),
+        queue: Queue::new(),
+        ctx: Arc::new(Context {
+            client: cache.client().clone(),
+        }),
+    });
+    let q = c.queue.clone();
+    c.namespaces.subscribe(move |change| {
+        if let Change::Applied { new, .. } = change {
+            q.add(new.name_any());
+        }
+    });
+    c
+}
+
+/// Runs the controller until `stop` turns true.
+pub async fn run(c: Arc<Controller>, stop: watch::Receiver<bool>) {
+    c.namespaces.wait_synced().await;
+    let queue = c.queue.clone();
+    run_workers(
+        "namespace",
+        queue,
+        2,
+        move |name: String| {
+            let (namespaces, ctx) = (c.namespaces.clone(), c.ctx.clone());
+            async move {
+                let Some(ns) = namespaces.get("", &name) else {
+                    return Ok(None);
+                };
+                reconcile(ns, ctx).await.map(|a| a.requeue_after)
+            }
+        },
+        stop,
+    )
+    .await;
+}
+
+/// What a reconcile asks for next.
+struct Action {
+    requeue_after: Option<Duration>,
+}
+
+impl Action {
+    fn requeue(after: Duration) -> Self {
+        Action {
+            requeue_after: Some(after),
+        }
+    }
+
+    fn await_change() -> Self {
+        Action {
+            requeue_after: None,
+        }
+    }
 }
 
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {

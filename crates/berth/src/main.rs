@@ -240,7 +240,6 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         }
     };
     let parts = vec![
-        tokio::spawn(berth_controllers::namespace::run(client.clone(), stopped())),
         tokio::spawn(berth_controllers::run(client.clone(), stop_rx.clone())),
         tokio::spawn(berth_controllers::loadbalancer::run(
             client.clone(),
