@@ -283,6 +283,10 @@ impl PodRuntime {
             .or_else(|| cfg.working_dir.clone())
             .filter(|w| !w.is_empty());
         spec.hostname = Some(pod.name_any());
+        // `kubectl attach` and `kubectl run -it` reach these through the shim.
+        spec.stdin = c.stdin.unwrap_or(false);
+        spec.stdin_once = c.stdin_once.unwrap_or(false);
+        spec.tty = c.tty.unwrap_or(false);
         spec.network = match netns {
             Some(p) => NetworkNamespace::Path(p.clone()),
             None => NetworkNamespace::Host,

@@ -211,6 +211,15 @@ pub struct ContainerSpec {
     pub security: SecurityContext,
     /// The container log.
     pub log: LogConfig,
+    /// The container's stdin stays open for attach clients (`stdin: true`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Stdin closes when the first attach client ends its input (`stdinOnce: true`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// The process runs on a terminal (`tty: true`).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 impl ContainerSpec {
@@ -236,6 +245,9 @@ impl ContainerSpec {
             resources: Resources::default(),
             security: SecurityContext::default(),
             log,
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         }
     }
 
@@ -416,7 +428,7 @@ pub fn build_oci_spec(
 
     // Process.
     let mut process = oci_spec::runtime::Process::default();
-    process.set_terminal(Some(false));
+    process.set_terminal(Some(spec.tty));
     process.set_args(Some(spec.args.clone()));
     process.set_env(Some(
         spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),

@@ -359,6 +359,9 @@ impl ContainerManager {
             log_max_size: spec.log.max_size,
             log_max_files: spec.log.max_files,
             exit_file: meta.exit_file.clone(),
+            stdin: spec.stdin,
+            stdin_once: spec.stdin_once,
+            tty: spec.tty,
             daemon: false,
         };
         let shim_log = bundle.join(shim::SHIM_LOG);

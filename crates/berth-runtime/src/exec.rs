@@ -16,7 +16,8 @@
 //!
 //! With [`ExecSpec::tty`] the process gets a terminal: the command carries the runtime's
 //! `--console-socket`, and [`ExecCommand::receive_terminal`] takes the pty's master the
-//! runtime hands over (the runtime's own stdio is then unused).
+//! runtime hands over (the runtime's own stdio is then unused). crun only: runc's
+//! non-detached exec proxies a terminal through its own stdio instead.
 
 use std::fs;
 use std::io::Read;
@@ -296,6 +297,14 @@ impl ContainerManager {
     /// Prepares the runtime command that runs `spec` inside running container `id`.
     pub fn exec_command(&self, id: &str, spec: &ExecSpec) -> Result<ExecCommand, ContainerError> {
         let meta = self.meta(id)?;
+        if spec.tty && meta.runtime == crate::runtime::RuntimeKind::Runc {
+            // runc's non-detached exec ignores --console-socket and proxies the terminal
+            // through its own stdio, which must itself be a terminal.
+            return Err(exec_err(
+                id,
+                "a terminal (tty) exec needs crun: runc's exec proxies its own terminal",
+            ));
+        }
         if spec.args.is_empty() {
             return Err(exec_err(id, "no command given"));
         }

@@ -123,6 +123,16 @@ impl CriLogWriter {
 /// splitting it into CRI lines. Write errors are given up on (logs must never block the
 /// container), read errors end the copy.
 pub fn copy_stream(reader: impl Read, stream: Stream, log: Arc<Mutex<CriLogWriter>>) {
+    copy_stream_with(reader, stream, log, |_| {});
+}
+
+/// Like [`copy_stream`], also handing every chunk read, as it is, to `tee` (attach clients).
+pub fn copy_stream_with(
+    reader: impl Read,
+    stream: Stream,
+    log: Arc<Mutex<CriLogWriter>>,
+    mut tee: impl FnMut(&[u8]),
+) {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let mut pending: Vec<u8> = Vec::new();
     let emit = |partial: bool, content: &[u8]| {
@@ -147,6 +157,7 @@ pub fn copy_stream(reader: impl Read, stream: Stream, log: Arc<Mutex<CriLogWrite
                 (buf.len(), false)
             }
         };
+        tee(&buf[..used]);
         reader.consume(used);
         while pending.len() > MAX_LINE || (!full_line && pending.len() == MAX_LINE) {
             let rest = pending.split_off(MAX_LINE);

@@ -138,14 +138,15 @@ pub trait OciRuntime: Send + Sync {
     fn kind(&self) -> RuntimeKind;
 
     /// Creates container `id` from `bundle`, writing its init pid to `pid_file`; the
-    /// container's stdout and stderr are `stdout` and `stderr`.
+    /// container's stdio is `stdio` (stdin, stdout, stderr), or, for a terminal, the pty
+    /// whose master the runtime sends to `console_socket`.
     fn create(
         &self,
         id: &str,
         bundle: &Path,
         pid_file: &Path,
-        stdout: Stdio,
-        stderr: Stdio,
+        stdio: [Stdio; 3],
+        console_socket: Option<&Path>,
     ) -> Result<(), RuntimeError>;
 
     /// Starts the user process of a created container.
@@ -287,9 +288,10 @@ impl OciRuntime for CliRuntime {
         id: &str,
         bundle: &Path,
         pid_file: &Path,
-        stdout: Stdio,
-        stderr: Stdio,
+        stdio: [Stdio; 3],
+        console_socket: Option<&Path>,
     ) -> Result<(), RuntimeError> {
+        let [stdin, stdout, stderr] = stdio;
         let log = bundle.join(RUNTIME_LOG);
         // A fresh log per attempt: only this create's messages count.
         let _ = fs::remove_file(&log);
@@ -302,11 +304,11 @@ impl OciRuntime for CliRuntime {
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
-            .arg(pid_file)
-            .arg(id)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
+            .arg(pid_file);
+        if let Some(socket) = console_socket {
+            cmd.arg("--console-socket").arg(socket);
+        }
+        cmd.arg(id).stdin(stdin).stdout(stdout).stderr(stderr);
         let status = cmd.status().map_err(|source| RuntimeError::Spawn {
             binary: self.binary.clone(),
             source,

@@ -14,8 +14,9 @@
 //! line ([`StartReport`]) once the container runs (or failed to), then closes it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -28,7 +29,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{self, CgroupMode};
-use crate::logs::{copy_stream, CriLogWriter, Stream};
+use crate::logs::{copy_stream_with, CriLogWriter, Stream};
 use crate::runtime::{CliRuntime, OciRuntime, RuntimeKind};
 
 /// The shim's record of a started container, in the bundle.
@@ -115,6 +116,12 @@ pub struct ShimArgs {
     pub log_max_files: u32,
     /// Where the exit status goes.
     pub exit_file: PathBuf,
+    /// Keep the container's stdin open for attach clients.
+    pub stdin: bool,
+    /// Close stdin when the first attach client ends its input.
+    pub stdin_once: bool,
+    /// Run the container on a terminal.
+    pub tty: bool,
     /// Set on the detached (second) process.
     pub daemon: bool,
 }
@@ -142,8 +149,15 @@ impl ShimArgs {
             "--exit-file".to_string(),
             self.exit_file.display().to_string(),
         ];
-        if self.daemon {
-            v.push("--daemon".to_string());
+        for (on, flag) in [
+            (self.stdin, "--stdin"),
+            (self.stdin_once, "--stdin-once"),
+            (self.tty, "--tty"),
+            (self.daemon, "--daemon"),
+        ] {
+            if on {
+                v.push(flag.to_string());
+            }
         }
         v
     }
@@ -152,10 +166,17 @@ impl ShimArgs {
     pub fn parse(args: &[String]) -> Result<Self, ShimError> {
         let mut it = args.iter().skip_while(|a| !a.starts_with("--"));
         let mut get = std::collections::HashMap::new();
-        let mut daemon = false;
+        let (mut daemon, mut stdin, mut stdin_once, mut tty) = (false, false, false, false);
         while let Some(flag) = it.next() {
-            if flag == "--daemon" {
-                daemon = true;
+            let switch = match flag.as_str() {
+                "--daemon" => Some(&mut daemon),
+                "--stdin" => Some(&mut stdin),
+                "--stdin-once" => Some(&mut stdin_once),
+                "--tty" => Some(&mut tty),
+                _ => None,
+            };
+            if let Some(on) = switch {
+                *on = true;
                 continue;
             }
             let value = it
@@ -187,6 +208,9 @@ impl ShimArgs {
             log_max_files: u32::try_from(num("log-max-files", 5)?)
                 .map_err(|_| ShimError::Args("--log-max-files is too large".to_string()))?,
             exit_file: need("exit-file")?.into(),
+            stdin,
+            stdin_once,
+            tty,
             daemon,
         })
     }
@@ -433,6 +457,106 @@ fn runtime_of(args: &ShimArgs) -> CliRuntime {
 
 type Copiers = mpsc::Receiver<()>;
 
+/// Where attach clients' input goes: the container's stdin pipe, or its terminal.
+type Input = Arc<Mutex<Option<File>>>;
+
+/// The connected attach clients (their output side).
+type Clients = Arc<Mutex<Vec<UnixStream>>>;
+
+/// Sends `data` from `stream` to every attach client; a client that cannot keep up within
+/// a second (or is gone) is dropped, so it never holds up the container.
+fn broadcast(clients: &Clients, stream: u8, data: &[u8]) {
+    let Ok(mut list) = clients.lock() else {
+        return;
+    };
+    if list.is_empty() {
+        return;
+    }
+    let frame = attach_frame(stream, data);
+    list.retain_mut(|c| c.write_all(&frame).is_ok());
+}
+
+/// Serves the attach socket: each client gets the output from now on and may send input
+/// (if the container has stdin) and terminal sizes.
+fn serve_attach(
+    listener: UnixListener,
+    clients: Clients,
+    input: Option<Input>,
+    master: Option<Arc<File>>,
+    stdin_once: bool,
+) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+        if let Ok(out) = conn.try_clone() {
+            if let Ok(mut list) = clients.lock() {
+                list.push(out);
+            }
+        }
+        let (input, master) = (input.clone(), master.clone());
+        std::thread::spawn(move || attach_input(conn, input, master, stdin_once));
+    }
+}
+
+/// Reads one attach client's frames until it goes away.
+fn attach_input(
+    mut conn: UnixStream,
+    input: Option<Input>,
+    master: Option<Arc<File>>,
+    stdin_once: bool,
+) {
+    let close_stdin = |input: &Option<Input>| {
+        if let Some(i) = input {
+            if let Ok(mut i) = i.lock() {
+                *i = None;
+            }
+        }
+    };
+    let mut sent_input = false;
+    loop {
+        let mut head = [0u8; 5];
+        if conn.read_exact(&mut head).is_err() {
+            break;
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut data = vec![0u8; len.min(1 << 20)];
+        if conn.read_exact(&mut data).is_err() {
+            break;
+        }
+        match head[0] {
+            ATTACH_STDIN => {
+                sent_input = true;
+                if let Some(i) = &input {
+                    if let Ok(mut guard) = i.lock() {
+                        if let Some(f) = guard.as_mut() {
+                            if f.write_all(&data).is_err() {
+                                *guard = None;
+                            }
+                        }
+                    }
+                }
+            }
+            ATTACH_CLOSE_STDIN if stdin_once => close_stdin(&input),
+            ATTACH_RESIZE if data.len() == 4 => {
+                if let Some(m) = &master {
+                    let cols = u16::from_be_bytes([data[0], data[1]]);
+                    let rows = u16::from_be_bytes([data[2], data[3]]);
+                    let _ = crate::console::set_window_size(
+                        std::os::fd::AsFd::as_fd(m.as_ref()),
+                        cols,
+                        rows,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    // The first attach session that gave input is over: stdinOnce closes stdin.
+    if stdin_once && sent_input {
+        close_stdin(&input);
+    }
+}
+
 fn start_container(args: &ShimArgs) -> Result<(i32, DateTime<Utc>, Copiers), ShimError> {
     let log =
         CriLogWriter::open(&args.log, args.log_max_size, args.log_max_files).map_err(|source| {
@@ -443,28 +567,91 @@ fn start_container(args: &ShimArgs) -> Result<(i32, DateTime<Utc>, Copiers), Shi
             }
         })?;
     let log = Arc::new(Mutex::new(log));
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
+    let clients: Clients = Arc::new(Mutex::new(Vec::new()));
+    let io_err = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ShimError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let attach_path = args.bundle.join(ATTACH_SOCKET);
+    let _ = fs::remove_file(&attach_path);
+    let listener = UnixListener::bind(&attach_path)
+        .map_err(io_err("listen on the attach socket", &attach_path))?;
     let (done_tx, done_rx) = mpsc::channel();
-    for (fd, stream) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)] {
-        let log = Arc::clone(&log);
-        let done = done_tx.clone();
-        std::thread::spawn(move || {
-            copy_stream(File::from(fd), stream, log);
-            let _ = done.send(());
-        });
-    }
     let runtime = runtime_of(args);
     let pid_file = args.bundle.join(PID_FILE);
-    // The write ends go to the runtime (and the container); ours close when `create`
-    // returns, so the copiers see EOF once the container's processes are gone.
-    runtime.create(
-        &args.id,
-        &args.bundle,
-        &pid_file,
-        Stdio::from(out_w),
-        Stdio::from(err_w),
-    )?;
+    let spawn_copier = |from: File, stream: Stream, tag: u8| {
+        let (log, done, clients) = (Arc::clone(&log), done_tx.clone(), clients.clone());
+        std::thread::spawn(move || {
+            copy_stream_with(from, stream, log, |d| broadcast(&clients, tag, d));
+            let _ = done.send(());
+        });
+    };
+    let (input, master) = if args.tty {
+        // The terminal: the runtime hands over its master; output and input go through it.
+        let console_dir = args
+            .bundle
+            .parent()
+            .and_then(Path::parent)
+            .map(|p| p.join("console"))
+            .unwrap_or_else(|| args.bundle.clone());
+        let socket = crate::console::ConsoleSocket::bind(&console_dir)
+            .map_err(io_err("make a console socket in", &console_dir))?;
+        let null = || Stdio::null();
+        runtime.create(
+            &args.id,
+            &args.bundle,
+            &pid_file,
+            [null(), null(), null()],
+            Some(socket.path()),
+        )?;
+        let master = socket
+            .receive(Duration::from_secs(10), || false)
+            .map_err(io_err("receive the terminal from", socket.path()))?;
+        let master = File::from(master);
+        let reader = master
+            .try_clone()
+            .map_err(io_err("duplicate the terminal", &attach_path))?;
+        let writer = master
+            .try_clone()
+            .map_err(io_err("duplicate the terminal", &attach_path))?;
+        // A single copier: the second "done" is sent at once.
+        let _ = done_tx.send(());
+        spawn_copier(reader, Stream::Stdout, ATTACH_STDOUT);
+        let input = args.stdin.then(|| Arc::new(Mutex::new(Some(writer))));
+        (input, Some(Arc::new(master)))
+    } else {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        spawn_copier(File::from(out_r), Stream::Stdout, ATTACH_STDOUT);
+        spawn_copier(File::from(err_r), Stream::Stderr, ATTACH_STDERR);
+        let (stdin, input) = if args.stdin {
+            let (in_r, in_w) = pipe()?;
+            (
+                Stdio::from(in_r),
+                Some(Arc::new(Mutex::new(Some(File::from(in_w))))),
+            )
+        } else {
+            (Stdio::null(), None)
+        };
+        // The write ends go to the runtime (and the container); ours close when `create`
+        // returns, so the copiers see EOF once the container's processes are gone.
+        runtime.create(
+            &args.id,
+            &args.bundle,
+            &pid_file,
+            [stdin, Stdio::from(out_w), Stdio::from(err_w)],
+            None,
+        )?;
+        (input, None)
+    };
+    {
+        let (clients, stdin_once) = (clients.clone(), args.stdin_once);
+        std::thread::spawn(move || serve_attach(listener, clients, input, master, stdin_once));
+    }
     let pid: i32 = fs::read_to_string(&pid_file)
         .map_err(|source| ShimError::Io {
             action: "read",
@@ -562,6 +749,9 @@ mod tests {
             log_max_size: 100,
             log_max_files: 2,
             exit_file: "/e".into(),
+            stdin: true,
+            stdin_once: false,
+            tty: true,
             daemon: true,
         };
         let mut argv = vec!["shim".to_string()];
