@@ -810,9 +810,15 @@ impl Sync {
         if let Some(i) = self.new {
             let mut rs = self.rss[i].clone();
             let annotations_changed = set_new_rs_annotations(&self.d, &mut rs, &new_revision, true);
-            let min_ready = self.d.spec.as_ref().and_then(|s| s.min_ready_seconds);
+            // Unset and 0 are the same minReadySeconds (defaulting may write either).
+            let min_ready = self
+                .d
+                .spec
+                .as_ref()
+                .and_then(|s| s.min_ready_seconds)
+                .unwrap_or(0);
             let spec = rs.spec.get_or_insert_with(ReplicaSetSpec::default);
-            let min_ready_changed = spec.min_ready_seconds != min_ready;
+            let min_ready_changed = spec.min_ready_seconds.unwrap_or(0) != min_ready;
             if annotations_changed || min_ready_changed {
                 let patch = json!({
                     "metadata": {"annotations": rs.metadata.annotations},
