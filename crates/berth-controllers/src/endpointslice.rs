@@ -520,9 +520,15 @@ impl Controller {
                     new.address_type = "IPv4".into();
                     new.metadata.labels = Some(labels.clone());
                     new.metadata.owner_references = Some(vec![owner.clone()]);
-                    api.replace(&old.name_any(), &PostParams::default(), &new)
+                    match api
+                        .replace(&old.name_any(), &PostParams::default(), &new)
                         .await
-                        .map_err(Self::api_err("update an EndpointSlice", k))?;
+                    {
+                        Ok(_) => {}
+                        // The cache lags: the newer object's event brings the key back.
+                        Err(kube::Error::Api(e)) if e.code == 409 => {}
+                        Err(e) => return Err(Self::api_err("update an EndpointSlice", k)(e)),
+                    }
                 }
                 None => {
                     let slice = EndpointSlice {
@@ -573,9 +579,15 @@ impl Controller {
                 let mut new = (*old).clone();
                 new.subsets = subsets;
                 new.metadata.labels = Some(labels);
-                api.replace(&svc.name_any(), &PostParams::default(), &new)
+                match api
+                    .replace(&svc.name_any(), &PostParams::default(), &new)
                     .await
-                    .map_err(Self::api_err("update the Endpoints", k))?;
+                {
+                    Ok(_) => {}
+                    // The cache lags: the newer object's event brings the key back.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => return Err(Self::api_err("update the Endpoints", k)(e)),
+                }
             }
             None => {
                 let ep = Endpoints {

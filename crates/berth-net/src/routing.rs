@@ -33,7 +33,7 @@ pub enum RoutingError {
 }
 
 /// Runs `ip` with `args`, returning its stdout.
-pub(crate) fn ip(args: &[&str]) -> Result<String, RoutingError> {
+pub fn ip(args: &[&str]) -> Result<String, RoutingError> {
     let joined = args.join(" ");
     let out = Command::new("ip")
         .args(args)

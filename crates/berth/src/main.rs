@@ -112,6 +112,10 @@ struct NodeArgs {
     /// one machine).
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// The nftables table of this node's service proxy (default: `berth-<bridge>`, so
+    /// servers on one machine never share one).
+    #[arg(long)]
+    proxy_table: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -126,6 +130,9 @@ struct AgentArgs {
     /// keeps it in `<data-dir>/pki/ca.crt`).
     #[arg(long)]
     certificate_authority: PathBuf,
+    /// The cluster's service CIDR (as given to `berth server --service-cidr`).
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: String,
     /// Directory holding this node's images, containers and pod files.
     #[arg(long, default_value = "/var/lib/berth")]
     data_dir: PathBuf,
@@ -239,6 +246,13 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             let _ = rx.wait_for(|v| *v).await;
         }
     };
+    let (proxy, proxy_config) = service_proxy(
+        &args.node,
+        &args.service_cidr,
+        client.clone(),
+        stop_rx.clone(),
+    )
+    .unzip();
     let parts = vec![
         tokio::spawn(berth_controllers::run(client.clone(), stop_rx.clone())),
         tokio::spawn(berth_controllers::loadbalancer::run(
@@ -275,7 +289,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     // A part still starting its watches may not see the signal: give it a moment, then stop
     // it (parts keep no state of their own; the next start picks up where the world is).
-    for part in parts {
+    for part in parts.into_iter().chain(proxy) {
         let abort = part.abort_handle();
         if tokio::time::timeout(std::time::Duration::from_millis(500), part)
             .await
@@ -284,6 +298,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             abort.abort();
         }
     }
+    remove_service_rules(proxy_config).await;
     api.shutdown().await;
     store.close().await;
     Ok(())
@@ -416,6 +431,13 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to reach the API server at {}", args.server))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (proxy, proxy_config) = service_proxy(
+        &args.node,
+        &args.service_cidr,
+        client.clone(),
+        stop_rx.clone(),
+    )
+    .unzip();
     let part = node_agent(&args.node, &args.data_dir, client, stop_rx, |name| {
         kubelet_certs::for_agent(
             args.kubelet_cert.as_deref(),
@@ -429,13 +451,16 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    let abort = part.abort_handle();
-    if tokio::time::timeout(std::time::Duration::from_millis(500), part)
-        .await
-        .is_err()
-    {
-        abort.abort();
+    for part in std::iter::once(part).chain(proxy) {
+        let abort = part.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_millis(500), part)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
+    remove_service_rules(proxy_config).await;
     Ok(())
 }
 
@@ -486,6 +511,52 @@ fn pod_runtime(
         image_pulls: Default::default(),
         sources: Default::default(),
     }))
+}
+
+/// Starts this node's service proxy (root only: it programs nftables and routes).
+fn service_proxy(
+    args: &NodeArgs,
+    service_cidr: &str,
+    client: kube::Client,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<(tokio::task::JoinHandle<()>, berth_proxy::Config)> {
+    if !berth_node::host::is_root() {
+        tracing::warn!("not running as root: no service proxy (Services are not reachable)");
+        return None;
+    }
+    let node_name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_lowercase())
+            .unwrap_or_else(|_| "berth".to_string()),
+    };
+    let node_ips = match berth_node::host::primary_address() {
+        Some(IpAddr::V4(ip)) => vec![ip],
+        _ => Vec::new(),
+    };
+    let proxy = berth_proxy::Proxy::new(berth_proxy::Config {
+        table: args
+            .proxy_table
+            .clone()
+            .unwrap_or_else(|| format!("berth-{}", args.bridge)),
+        node_name,
+        node_ips,
+        pod_cidr: args.pod_cidr.clone(),
+        service_cidr: service_cidr.to_string(),
+        bridge: args.bridge.clone(),
+    });
+    let config = proxy.config().clone();
+    Some((tokio::spawn(proxy.run(client, stop)), config))
+}
+
+/// A clean shutdown removes the service proxy's table and routes (a server that dies
+/// leaves them, so traffic keeps flowing until it is back).
+async fn remove_service_rules(config: Option<berth_proxy::Config>) {
+    if let Some(config) = config {
+        if let Err(e) = berth_proxy::cleanup(&config).await {
+            tracing::warn!("{e}");
+        }
+    }
 }
 
 /// The address the API server is reached at from pods and other nodes: the bind address,

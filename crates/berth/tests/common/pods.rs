@@ -26,14 +26,26 @@ pub struct PodCluster {
 impl PodCluster {
     /// `None` (the test is skipped) unless running as root.
     pub fn start(node: &str, subnet: u8, bridge_prefix: &str, runtime: &str) -> Option<PodCluster> {
-        Self::start_prepared(node, subnet, bridge_prefix, runtime, |dir| {
+        Self::start_with_args(node, subnet, bridge_prefix, runtime, &[])
+    }
+
+    /// Like [`PodCluster::start`], with extra server arguments (kept across restarts).
+    pub fn start_with_args(
+        node: &str,
+        subnet: u8,
+        bridge_prefix: &str,
+        runtime: &str,
+        extra: &[&str],
+    ) -> Option<PodCluster> {
+        let prepare = |dir: &std::path::Path| {
             std::fs::create_dir_all(dir.join("images")).expect("images dir");
             berth_images::testing::build_busybox_oci_tar(
                 &dir.join("images/busybox.tar"),
                 "busybox:latest",
             )
             .expect("busybox image");
-        })
+        };
+        Self::start_prepared_with(node, subnet, bridge_prefix, runtime, prepare, extra)
     }
 
     /// Like [`PodCluster::start`], with `prepare` filling the data directory instead of the
@@ -44,6 +56,17 @@ impl PodCluster {
         bridge_prefix: &str,
         runtime: &str,
         prepare: impl FnOnce(&std::path::Path),
+    ) -> Option<PodCluster> {
+        Self::start_prepared_with(node, subnet, bridge_prefix, runtime, prepare, &[])
+    }
+
+    fn start_prepared_with(
+        node: &str,
+        subnet: u8,
+        bridge_prefix: &str,
+        runtime: &str,
+        prepare: impl FnOnce(&std::path::Path),
+        extra: &[&str],
     ) -> Option<PodCluster> {
         if !berth_node::host::is_root() {
             eprintln!("skipped: running pods needs root");
@@ -67,6 +90,7 @@ impl PodCluster {
             runtime,
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect();
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
