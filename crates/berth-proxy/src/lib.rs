@@ -404,3 +404,107 @@ impl Proxy {
         Ok(desired)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ServicePort as SvcPort, ServiceSpec};
+    use k8s_openapi::api::discovery::v1::{
+        Endpoint as SliceEndpoint, EndpointConditions, EndpointPort,
+    };
+    use kube::api::ObjectMeta;
+
+    fn slice(
+        port_name: &str,
+        port: i32,
+        eps: &[(&str, bool, bool, bool, &str)],
+    ) -> Arc<EndpointSlice> {
+        Arc::new(EndpointSlice {
+            metadata: ObjectMeta::default(),
+            address_type: "IPv4".into(),
+            endpoints: eps
+                .iter()
+                .map(|(ip, ready, serving, terminating, node)| SliceEndpoint {
+                    addresses: vec![ip.to_string()],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(*ready),
+                        serving: Some(*serving),
+                        terminating: Some(*terminating),
+                    }),
+                    node_name: Some(node.to_string()),
+                    ..Default::default()
+                })
+                .collect(),
+            ports: Some(vec![EndpointPort {
+                name: Some(port_name.into()),
+                port: Some(port),
+                protocol: Some("TCP".into()),
+                app_protocol: None,
+            }]),
+        })
+    }
+
+    #[test]
+    fn service_ports_take_endpoints_by_port_name() {
+        let svc = Service {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                type_: Some("NodePort".into()),
+                cluster_ip: Some("10.43.0.10".into()),
+                session_affinity: Some("ClientIP".into()),
+                external_traffic_policy: Some("Local".into()),
+                ports: Some(vec![
+                    SvcPort {
+                        name: Some("http".into()),
+                        port: 80,
+                        node_port: Some(30080),
+                        ..Default::default()
+                    },
+                    SvcPort {
+                        name: Some("dns".into()),
+                        port: 53,
+                        protocol: Some("UDP".into()),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let slices = [
+            slice(
+                "http",
+                8080,
+                &[
+                    ("10.42.0.2", true, true, false, "n1"),
+                    ("10.42.1.2", false, true, true, "n2"),
+                ],
+            ),
+            slice("other", 9090, &[("10.42.0.9", true, true, false, "n1")]),
+        ];
+        let ports = service_ports(&svc, &slices, "n1");
+        assert_eq!(ports.len(), 2);
+        let http = &ports[0];
+        assert_eq!(
+            (http.port, http.node_port, http.protocol.as_str()),
+            (80, Some(30080), "tcp")
+        );
+        assert_eq!(http.affinity_timeout, Some(10800));
+        assert!(http.external_local);
+        assert_eq!(http.endpoints.len(), 2);
+        assert!(
+            http.endpoints[0].local && http.endpoints[0].ready && http.endpoints[0].port == 8080
+        );
+        assert!(!http.endpoints[1].local && http.endpoints[1].terminating);
+        let dns = &ports[1];
+        assert_eq!((dns.protocol.as_str(), dns.node_port), ("udp", None));
+        assert!(
+            dns.endpoints.is_empty(),
+            "no slice has a udp port named dns"
+        );
+    }
+}
