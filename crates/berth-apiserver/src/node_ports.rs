@@ -80,6 +80,32 @@ pub async fn claim(
     let old_held = old.map(held).unwrap_or_default();
     let mut out = Claimed::default();
     if !wants_node_ports(svc) {
+        if old.is_none() {
+            // On create a nodePort is the user's, and wrong for this type (upstream's
+            // validation); on updates it is the one allocated before, dropped with the type.
+            let ports = svc.pointer("/spec/ports").and_then(Value::as_array);
+            let given = ports.into_iter().flatten().position(|p| {
+                p.get("nodePort")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|n| n != 0)
+            });
+            if let Some(i) = given {
+                let ty = svc
+                    .pointer("/spec/type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("ClusterIP")
+                    .to_string();
+                return Err(ApiError::invalid(
+                    who.resource,
+                    who.name,
+                    vec![Cause {
+                        reason: "FieldValueForbidden".into(),
+                        message: format!("Forbidden: may not be used when `type` is '{ty}'"),
+                        field: format!("spec.ports[{i}].nodePort"),
+                    }],
+                ));
+            }
+        }
         if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
             for p in ports {
                 if let Some(m) = p.as_object_mut() {
@@ -254,6 +280,17 @@ mod tests {
         claim(&store, &mut b, None, &who("b"))
             .await
             .expect("free again");
+        let mut cip =
+            json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30090}]}});
+        let err = claim(&store, &mut cip, None, &who("c"))
+            .await
+            .expect_err("forbidden");
+        assert!(
+            err.to_string().contains(
+                "spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"
+            ),
+            "{err}"
+        );
         let mut out =
             json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}});
         assert!(claim(&store, &mut out, None, &who("x")).await.is_err());
