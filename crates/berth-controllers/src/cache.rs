@@ -6,7 +6,8 @@
 use berth_api::registry::ResourceInfo;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -339,6 +340,10 @@ impl Cache {
             ("", "ServiceAccount") => return self.informer::<ServiceAccount>(),
             ("apps", "ReplicaSet") => return self.informer::<ReplicaSet>(),
             ("apps", "Deployment") => return self.informer::<Deployment>(),
+            ("", "Service") => return self.informer::<Service>(),
+            ("", "Endpoints") => return self.informer::<Endpoints>(),
+            ("", "Node") => return self.informer::<Node>(),
+            ("discovery.k8s.io", "EndpointSlice") => return self.informer::<EndpointSlice>(),
             _ => {}
         }
         let key = format!("{}.{}", r.plural, r.group);
