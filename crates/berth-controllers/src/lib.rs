@@ -4,15 +4,18 @@
 //! queues (`queue`); `pods` holds what every workload controller does with the pods it owns.
 
 pub mod cache;
+pub mod cronjob;
 pub mod deployment;
 pub mod endpointslice;
 pub mod gc;
+pub mod job;
 pub mod kubernetes_service;
 pub mod loadbalancer;
 pub mod namespace;
 pub mod pods;
 pub mod queue;
 pub mod replicaset;
+pub mod schedule;
 pub mod serviceaccount;
 
 use tokio::sync::watch;
@@ -26,6 +29,8 @@ pub async fn run(client: kube::Client, stop: watch::Receiver<bool>) {
     let endpointslices = endpointslice::new(&cache);
     let replicasets = replicaset::new(&cache);
     let deployments = deployment::new(&cache);
+    let jobs = job::new(&cache);
+    let cronjobs = cronjob::new(&cache);
     // The collector registers last: it watches every resource, reusing the typed watches
     // the other controllers asked for.
     let gc = gc::new(&cache);
@@ -36,6 +41,8 @@ pub async fn run(client: kube::Client, stop: watch::Receiver<bool>) {
         tokio::spawn(endpointslice::run(endpointslices, stop.clone())),
         tokio::spawn(replicaset::run(replicasets, stop.clone())),
         tokio::spawn(deployment::run(deployments, stop.clone())),
+        tokio::spawn(job::run(jobs, stop.clone())),
+        tokio::spawn(cronjob::run(cronjobs, stop.clone())),
         tokio::spawn(gc::run(gc, cache.clone(), stop.clone())),
     ];
     for p in parts {

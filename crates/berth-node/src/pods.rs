@@ -282,7 +282,14 @@ impl PodRuntime {
             .clone()
             .or_else(|| cfg.working_dir.clone())
             .filter(|w| !w.is_empty());
-        spec.hostname = Some(pod.name_any());
+        // spec.hostname wins over the pod name (an Indexed Job's pods are `<job>-<index>`).
+        spec.hostname = Some(
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.hostname.clone())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| pod.name_any()),
+        );
         // `kubectl attach` and `kubectl run -it` reach these through the shim.
         spec.stdin = c.stdin.unwrap_or(false);
         spec.stdin_once = c.stdin_once.unwrap_or(false);

@@ -569,7 +569,12 @@ impl PodRuntime {
     pub(crate) fn etc_files(&self, pod: &Pod, ip: &str) -> Result<PathBuf, std::io::Error> {
         let dir = self.pod_dir(&pod.uid().unwrap_or_default()).join("etc");
         std::fs::create_dir_all(&dir)?;
-        let name = pod.name_any();
+        let name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.hostname.clone())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| pod.name_any());
         std::fs::write(
             dir.join("hosts"),
             format!(
