@@ -3,7 +3,8 @@
 //! API server's identity (group `system:masters`) allowed. It serves the kubelet's
 //! streaming paths, which the API server proxies `pods/log`, `pods/exec` and `pods/attach`
 //! to: `GET /containerLogs/{ns}/{pod}/{container}`, `GET|POST /exec/{ns}/{pod}/{container}`
-//! and `GET|POST /attach/{ns}/{pod}/{container}` (WebSocket upgrades).
+//! and `GET|POST /attach/{ns}/{pod}/{container}` (WebSocket upgrades), and
+//! `GET|POST /portForward/{ns}/{pod}` (SPDY, or SPDY tunnelled in a WebSocket).
 
 use crate::logs::LogOptions;
 use berth_runtime::{ContainerManager, ContainerStatus};
@@ -279,6 +280,10 @@ impl NodeServer {
                 let attach = *verb == "attach";
                 let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
                 crate::stream::serve(self.clone(), req, attach, &ns, &pod, &container).await
+            }
+            ["portForward", ns, pod] => {
+                let (ns, pod) = (ns.to_string(), pod.to_string());
+                crate::portforward::serve(self.clone(), req, &ns, &pod).await
             }
             _ => status_response(
                 404,
