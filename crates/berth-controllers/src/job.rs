@@ -250,6 +250,13 @@ fn set_condition(
 ) {
     let conditions = status.conditions.get_or_insert_with(Vec::new);
     if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        let same = c.status == value
+            && c.reason.as_deref() == Some(reason)
+            && c.message.as_deref() == Some(message);
+        if same {
+            // Unchanged: no write (and no watch event feeding another reconcile).
+            return;
+        }
         if c.status != value {
             c.last_transition_time = Some(Time(now));
         }
