@@ -174,9 +174,13 @@ spec:
     // Exec round trips, alternating so both see the same machine.
     let time = |cmd: &mut Command| -> anyhow::Result<Duration> {
         let t = Instant::now();
-        let status = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status()?;
-        if !status.success() {
-            bail!("{cmd:?} failed: {status}");
+        let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
+        if !out.status.success() {
+            bail!(
+                "{cmd:?} failed: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(t.elapsed())
     };
