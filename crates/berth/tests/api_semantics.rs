@@ -84,10 +84,10 @@ fn bound_pods_are_deleted_gracefully() {
         .kubectl_output(&["get", "pod", "bound"], None)
         .status
         .success());
-    // An unbound pod goes at once.
+    // An unbound pod goes at once (no scheduler serves its schedulerName, so it stays unbound).
     c.kubectl_stdin(
         &["apply", "-f", "-"],
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: unbound\nspec:\n  containers:\n  - name: c\n    image: busybox:latest\n",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: unbound\nspec:\n  schedulerName: nobody\n  containers:\n  - name: c\n    image: busybox:latest\n",
     );
     c.kubectl(&["delete", "pod", "unbound", "--wait=false"]);
     assert!(!c

@@ -191,9 +191,65 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Deletes every workload and pod (at once: pods bound to nodes without an agent would
+    /// never finish a graceful deletion) while the server still runs, so its node agent (as
+    /// root the scheduler puts pods on it) removes their containers and sandboxes.
+    fn delete_pods(&self) {
+        if self.child.is_none() {
+            return;
+        }
+        let kubectl = |args: &[&str]| {
+            let _ = self
+                .kubectl_cmd()
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        kubectl(&[
+            "delete",
+            "deployments,replicasets,statefulsets,daemonsets,jobs,cronjobs",
+            "--all",
+            "--all-namespaces",
+            "--wait=false",
+        ]);
+        kubectl(&[
+            "delete",
+            "pods",
+            "--all",
+            "--all-namespaces",
+            "--force",
+            "--grace-period=0",
+            "--wait=false",
+        ]);
+        let leftovers = |sub: &str| {
+            std::fs::read_dir(self.dir.path().join(sub)).is_ok_and(|mut d| d.next().is_some())
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (leftovers("containers/containers") || leftovers("pods"))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for Cluster {
+    /// However the test ended: its pods go, then the server stops.
     fn drop(&mut self) {
+        self.delete_pods();
         self.stop();
+        // The node's netns directory is bind-mounted onto itself while its network exists;
+        // unmount it so the temp dir can go (PodCluster also tears its network down).
+        let netns = self.dir.path().join("netns");
+        if netns.exists() {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&netns)
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -116,45 +116,6 @@ impl PodCluster {
     }
 }
 
-impl Drop for PodCluster {
-    /// However the test ended, its workloads and pods are deleted while the server still runs,
-    /// so the node agent stops their containers and removes what it made for them.
-    fn drop(&mut self) {
-        let kubectl = |args: &[&str]| {
-            let _ = self
-                .c
-                .kubectl_cmd()
-                .args(args)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-        };
-        kubectl(&[
-            "delete",
-            "deployments,replicasets,statefulsets,daemonsets,jobs,cronjobs",
-            "--all",
-            "--all-namespaces",
-            "--wait=false",
-        ]);
-        kubectl(&[
-            "delete",
-            "pods",
-            "--all",
-            "--all-namespaces",
-            "--grace-period=1",
-            "--wait=true",
-            "--timeout=60s",
-        ]);
-        let containers = self.c.dir.path().join("containers/containers");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::fs::read_dir(&containers).is_ok_and(|mut d| d.next().is_some())
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    }
-}
-
 /// Everything on the host that belongs to this server's pods.
 pub fn leftovers(data_dir: &std::path::Path, bridge: &str, uids: &[String]) -> Vec<String> {
     let mut found = Vec::new();
