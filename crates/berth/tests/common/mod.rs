@@ -227,8 +227,7 @@ impl Cluster {
             std::fs::read_dir(self.dir.path().join(sub)).is_ok_and(|mut d| d.next().is_some())
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while (leftovers("containers/containers") || leftovers("pods"))
-            && Instant::now() < deadline
+        while (leftovers("containers/containers") || leftovers("pods")) && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(100));
         }
