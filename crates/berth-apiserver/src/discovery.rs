@@ -103,6 +103,7 @@ fn subresources(
     }
     if r.kind == "Pod" {
         out.push(("binding", "", "v1", "Binding", &["create"][..]));
+        out.push(("eviction", "policy", "v1", "Eviction", &["create"][..]));
     }
     if r.kind == "Pod" {
         // Served by the pod's node through the API server's proxy.

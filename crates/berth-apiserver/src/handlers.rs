@@ -271,6 +271,15 @@ impl Api {
                     .await?;
                 Ok(json_response(StatusCode::CREATED, &status, format, &[]))
             }
+            (&Method::POST, Some(name), Some("eviction")) if r.kind == "Pod" => {
+                let eviction = decode_body(&req)?;
+                let opts = write_options(&req)?;
+                let status = self
+                    .objects
+                    .evict(r, ns, name, &eviction, opts.dry_run)
+                    .await?;
+                Ok(json_response(StatusCode::CREATED, &status, format, &[]))
+            }
             (&Method::PUT, Some(name), sub) => {
                 let obj = decode_body(&req)?;
                 let opts = write_options(&req)?;

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod binding;
 pub mod discovery;
+pub mod eviction;
 pub mod handlers;
 pub mod memory;
 pub mod node_ports;
