@@ -469,6 +469,30 @@ pub fn insecure_tls() -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
+/// Like [`insecure_tls`], presenting the client certificate and key in the PEM files.
+pub fn insecure_tls_client_auth(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("failed to read {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("failed to parse {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("failed to read {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_client_auth_cert(certs, key)
+        .context("failed to use the client certificate")?;
+    Ok(Arc::new(config))
+}
+
 #[derive(Debug)]
 struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
 

@@ -71,10 +71,13 @@ fn main() -> anyhow::Result<()> {
         state_dir: data.clone(),
         mtu: None,
     });
+    let kubelet_port = berth_bench::free_port()?.to_string();
     let mut server = BerthServer::spawn_with(
         &data,
         &tmp.path().join("server.log"),
         &[
+            "--kubelet-port",
+            &kubelet_port,
             "--node-name",
             NODE,
             "--pod-cidr",
@@ -87,7 +90,11 @@ fn main() -> anyhow::Result<()> {
     )?;
     server.wait_ready_line(Duration::from_secs(30))?;
     let kubeconfig = server.kubeconfig();
-    let result = run(&args, &data, &kubeconfig);
+    let ports = Ports {
+        api: server.port,
+        kubelet: kubelet_port.parse()?,
+    };
+    let result = run(&args, &data, &kubeconfig, ports);
     let _ = kubectl(
         &kubeconfig,
         &["delete", "pod", "web", "--grace-period=1", "--wait=true"],
@@ -112,7 +119,14 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn run(args: &Args, data: &Path, kubeconfig: &Path) -> anyhow::Result<()> {
+/// The server's API port and its node endpoint's port.
+#[derive(Clone, Copy)]
+struct Ports {
+    api: u16,
+    kubelet: u16,
+}
+
+fn run(args: &Args, data: &Path, kubeconfig: &Path, ports: Ports) -> anyhow::Result<()> {
     let pod = format!(
         r#"
 apiVersion: v1
@@ -197,15 +211,74 @@ spec:
             .args(["exec", &container, "true"]);
         c
     };
+    let kubectl_spdy_exec = || {
+        let mut c = kubectl_exec();
+        c.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false");
+        c
+    };
+    let kubectl_get = || {
+        let mut c = Command::new("kubectl");
+        c.env("KUBECONFIG", kubeconfig).args(["get", "pod", "web"]);
+        c
+    };
+    let kubectl_version = || {
+        let mut c = Command::new("kubectl");
+        c.args(["version", "--client"]);
+        c
+    };
+    // The same exec done by hand (no kubectl): through the API server, and straight to the
+    // node's endpoint with the API server's client certificate.
+    let pki = data.join("pki");
+    let admin =
+        berth_bench::insecure_tls_client_auth(&pki.join("admin.crt"), &pki.join("admin.key"))?;
+    let kubelet_client = berth_bench::insecure_tls_client_auth(
+        &pki.join("apiserver-kubelet-client.crt"),
+        &pki.join("apiserver-kubelet-client.key"),
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let api_path = "/api/v1/namespaces/default/pods/web/exec?command=true&container=web&stderr=true&stdout=true";
+    let node_path = "/exec/default/web/web?command=true&container=web&stderr=true&stdout=true";
+    let via_api = || rt.block_on(raw_exec(&admin, ports.api, api_path));
+    let via_node = || rt.block_on(raw_exec(&kubelet_client, ports.kubelet, node_path));
+
     time(&mut kubectl_exec())?;
     time(&mut crun_exec())?;
-    let (mut via_kubectl, mut via_crun) = (Vec::new(), Vec::new());
+    let spdy_works = match time(&mut kubectl_spdy_exec()) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SPDY exec not measured: {e:#}");
+            false
+        }
+    };
+    via_api()?;
+    via_node()?;
+    let (mut via_kubectl, mut via_crun, mut via_spdy) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut get, mut version) = (Vec::new(), Vec::new());
+    let (mut api_phases, mut node_phases) = (Vec::new(), Vec::new());
     for _ in 0..args.execs {
         via_kubectl.push(time(&mut kubectl_exec())?);
         via_crun.push(time(&mut crun_exec())?);
+        if spdy_works {
+            via_spdy.push(time(&mut kubectl_spdy_exec())?);
+        }
+        get.push(time(&mut kubectl_get())?);
+        version.push(time(&mut kubectl_version())?);
+        api_phases.push(via_api()?);
+        node_phases.push(via_node()?);
     }
     let k = Latency::of(&mut via_kubectl);
     let r = Latency::of(&mut via_crun);
+    let spdy = Latency::of(&mut via_spdy);
+    let get = Latency::of(&mut get);
+    let version = Latency::of(&mut version);
+    let phase = |v: &[ExecPhases], f: fn(&ExecPhases) -> Duration| {
+        let mut d: Vec<Duration> = v.iter().map(f).collect();
+        Latency::of(&mut d)
+    };
+    let raw_api = phase(&api_phases, |p| p.closed);
+    let raw_node = phase(&node_phases, |p| p.closed);
 
     // Port-forward throughput beside the pod IP.
     let mut pf = Command::new("kubectl")
@@ -256,21 +329,33 @@ spec:
     let fwd = berth_bench::median(&forwarded);
     let dir = berth_bench::median(&direct);
 
+    let target = |raw: Duration| format!("≤ {}", ms(raw * 2 + Duration::from_millis(20)));
     let mut t = Table::new(&["measure", "berth", "raw", "ratio", "target"]);
-    t.row(vec![
-        "kubectl exec web -- true, p50 (raw: crun exec)".into(),
-        ms(k.p50),
-        ms(r.p50),
-        ratio(k.p50.as_secs_f64(), r.p50.as_secs_f64()),
-        format!("≤ {}", ms(r.p50 * 2 + Duration::from_millis(20))),
-    ]);
-    t.row(vec![
-        "kubectl exec web -- true, p99".into(),
-        ms(k.p99),
-        ms(r.p99),
-        ratio(k.p99.as_secs_f64(), r.p99.as_secs_f64()),
-        format!("≤ {}", ms(r.p99 * 2 + Duration::from_millis(20))),
-    ]);
+    let mut exec_row = |what: &str, l: Latency| {
+        t.row(vec![
+            format!("{what}, p50 (raw: crun exec)"),
+            ms(l.p50),
+            ms(r.p50),
+            ratio(l.p50.as_secs_f64(), r.p50.as_secs_f64()),
+            target(r.p50),
+        ]);
+        t.row(vec![
+            format!("{what}, p99"),
+            ms(l.p99),
+            ms(r.p99),
+            ratio(l.p99.as_secs_f64(), r.p99.as_secs_f64()),
+            target(r.p99),
+        ]);
+    };
+    exec_row("kubectl exec web -- true", k);
+    if spdy_works {
+        exec_row("same, SPDY (KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false)", spdy);
+    }
+    exec_row(
+        "raw WebSocket exec via the API server (no kubectl)",
+        raw_api,
+    );
+    exec_row("raw WebSocket exec straight to the node endpoint", raw_node);
     t.row(vec![
         format!("{} MiB download, port-forward (raw: pod IP)", args.mib),
         format!("{fwd:.0} MB/s"),
@@ -279,11 +364,55 @@ spec:
         "≥ 0.5x".into(),
     ]);
     println!("{}", t.render());
+
+    // Where an exec's time goes.
+    let mut b = Table::new(&["exec round trip, p50", "ms"]);
+    b.row(vec![
+        "kubectl version --client (kubectl's own start)".into(),
+        ms(version.p50),
+    ]);
+    b.row(vec![
+        "kubectl get pod web (start + one GET)".into(),
+        ms(get.p50),
+    ]);
+    b.row(vec!["kubectl exec web -- true".into(), ms(k.p50)]);
+    b.row(vec![
+        "  of which beyond kubectl get pod".into(),
+        ms(k.p50.saturating_sub(get.p50)),
+    ]);
+    for (name, v) in [
+        ("via the API server", &api_phases),
+        ("straight to the node", &node_phases),
+    ] {
+        let c = phase(v, |p| p.connected).p50;
+        let u = phase(v, |p| p.upgraded).p50;
+        let st = phase(v, |p| p.status).p50;
+        let cl = phase(v, |p| p.closed).p50;
+        b.row(vec![format!("raw exec {name}: TCP + TLS handshake"), ms(c)]);
+        b.row(vec![
+            format!("raw exec {name}: + request → 101 upgrade"),
+            ms(u.saturating_sub(c)),
+        ]);
+        b.row(vec![
+            format!("raw exec {name}: + 101 → exit status"),
+            ms(st.saturating_sub(u)),
+        ]);
+        b.row(vec![
+            format!("raw exec {name}: + status → close"),
+            ms(cl.saturating_sub(st)),
+        ]);
+        b.row(vec![format!("raw exec {name}: total"), ms(cl)]);
+    }
+    b.row(vec!["crun exec <container> true".into(), ms(r.p50)]);
+    println!("{}", b.render());
     println!(
-        "{} exec round trips each, alternating; {} downloads each (median), HTTP/1.0 from busybox \
+        "{} exec round trips each, interleaved; {} downloads each (median), HTTP/1.0 from busybox \
          httpd; port-forward is kubectl's default (SPDY tunnelled in a WebSocket) through the \
-         API server to the node's endpoint.",
-        args.execs, args.downloads
+         API server to the node's endpoint. Raw execs: a hand-written WebSocket client on a \
+         fresh TLS connection per exec. load average after: {}",
+        args.execs,
+        args.downloads,
+        berth_bench::loadavg()
     );
     Ok(())
 }
@@ -306,4 +435,112 @@ fn download(addr: (&str, u16), want: usize) -> anyhow::Result<f64> {
         bail!("short download from {addr:?}: {total} of {want} bytes");
     }
     Ok(total as f64 / 1e6 / t.elapsed().as_secs_f64())
+}
+
+/// When each phase of one raw exec ended, from its start.
+#[derive(Clone, Copy, Default)]
+struct ExecPhases {
+    /// TCP connected and TLS handshake done.
+    connected: Duration,
+    /// The `101 Switching Protocols` read.
+    upgraded: Duration,
+    /// The final status on the error channel read.
+    status: Duration,
+    /// The server's close frame read (what a client waits for to exit).
+    closed: Duration,
+}
+
+/// One `exec` over the WebSocket remote command protocol (`v5.channel.k8s.io`) done by hand
+/// on a fresh TLS connection, as kubectl does it but without kubectl's own start: `path` is
+/// the request path on 127.0.0.1:`port`. Fails unless the status is Success.
+async fn raw_exec(
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+    port: u16,
+    path: &str,
+) -> anyhow::Result<ExecPhases> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let start = Instant::now();
+    let mut phases = ExecPhases::default();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+    let mut s = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await?;
+    phases.connected = start.elapsed();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("the server closed before answering the upgrade");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    if !head.starts_with("HTTP/1.1 101") {
+        bail!("no upgrade: {head}");
+    }
+    phases.upgraded = start.elapsed();
+    buf.drain(..head_end);
+    let mut status = None;
+    loop {
+        // A server frame: FIN+opcode, unmasked length (7 bits, or 16/64 more), payload.
+        let frame = if buf.len() >= 2 {
+            let (len, at) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&buf[2..10]);
+                    (usize::try_from(u64::from_be_bytes(b))?, 10)
+                }
+                126 | 127 => (usize::MAX, 0),
+                n => (n as usize, 2),
+            };
+            (len != usize::MAX && buf.len() >= at + len).then(|| {
+                let payload = buf[at..at + len].to_vec();
+                let opcode = buf[0] & 0x0f;
+                buf.drain(..at + len);
+                (opcode, payload)
+            })
+        } else {
+            None
+        };
+        match frame {
+            Some((2, payload)) if payload.first() == Some(&3) => {
+                status = Some(String::from_utf8_lossy(&payload[1..]).into_owned());
+                phases.status = start.elapsed();
+            }
+            Some((8, _)) => {
+                phases.closed = start.elapsed();
+                // Answer the close (masked, as a client must) and go.
+                let _ = s.write_all(&[0x88, 0x80, 0, 0, 0, 0]).await;
+                let _ = s.shutdown().await;
+                break;
+            }
+            Some(_) => {}
+            None => {
+                let n = s.read(&mut chunk).await?;
+                if n == 0 {
+                    phases.closed = start.elapsed();
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    match status {
+        Some(s) if s.contains("\"Success\"") => Ok(phases),
+        Some(s) => bail!("exec failed: {s}"),
+        None => bail!("exec ended without a status"),
+    }
 }

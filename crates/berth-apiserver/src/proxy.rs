@@ -34,6 +34,9 @@ pub const SELF_SIGNED_ANNOTATION: &str = "node.berth.dev/kubelet-serving-cert";
 /// The pod subresources served by nodes.
 pub const STREAMING_SUBRESOURCES: [&str; 4] = ["log", "exec", "attach", "portforward"];
 
+/// The buffer of each direction of a spliced upgrade (exec, attach, port-forward).
+const SPLICE_BUFFER: usize = 256 * 1024;
+
 /// How long connecting to a node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -388,7 +391,15 @@ async fn forward(
             match (client_upgrade.await, node_upgrade.await) {
                 (Ok(c), Ok(n)) => {
                     let (mut c, mut n) = (TokioIo::new(c), TokioIo::new(n));
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut n).await;
+                    // Big buffers: each read from one TLS connection goes out as few
+                    // records and one write on the other (tokio's default is 8 KiB).
+                    let _ = tokio::io::copy_bidirectional_with_sizes(
+                        &mut c,
+                        &mut n,
+                        SPLICE_BUFFER,
+                        SPLICE_BUFFER,
+                    )
+                    .await;
                 }
                 (Err(e), _) | (_, Err(e)) => tracing::debug!("failed to splice an upgrade: {e}"),
             }

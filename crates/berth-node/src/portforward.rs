@@ -31,6 +31,12 @@ pub const PROTOCOL: &str = "portforward.k8s.io";
 /// The WebSocket sub-protocol that tunnels SPDY.
 pub const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 
+/// The most bytes of frames the writer gathers into one write.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// How much of the pod's data one read (and one data frame) carries.
+const READ_BUFFER: usize = 128 * 1024;
+
 /// How long connecting to the pod's port may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -103,7 +109,15 @@ pub async fn serve(
             let (mut sink, stream) = ws.split();
             let writer = tokio::spawn(async move {
                 let mut rx = rx;
-                while let Some(b) = rx.recv().await {
+                // Frames waiting in the channel go out in one message (the tunnel is a byte
+                // stream of SPDY frames), flushed once nothing more is waiting.
+                while let Some(mut b) = rx.recv().await {
+                    while b.len() < WRITE_BATCH {
+                        match rx.try_recv() {
+                            Ok(more) => b.extend_from_slice(&more),
+                            Err(_) => break,
+                        }
+                    }
                     if sink.send(Message::binary(b)).await.is_err() {
                         break;
                     }
@@ -125,7 +139,13 @@ pub async fn serve(
             let (mut r, mut w) = tokio::io::split(io);
             let writer = tokio::spawn(async move {
                 let mut rx = rx;
-                while let Some(b) = rx.recv().await {
+                while let Some(mut b) = rx.recv().await {
+                    while b.len() < WRITE_BATCH {
+                        match rx.try_recv() {
+                            Ok(more) => b.extend_from_slice(&more),
+                            Err(_) => break,
+                        }
+                    }
                     if w.write_all(&b).await.is_err() {
                         break;
                     }
@@ -134,7 +154,7 @@ pub async fn serve(
             });
             let (tx, rx_in) = mpsc::channel::<Bytes>(16);
             let reader = tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
+                let mut buf = vec![0u8; READ_BUFFER];
                 loop {
                     match r.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
@@ -396,7 +416,7 @@ async fn forward(
         let _ = w.shutdown().await;
     };
     let down = async {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; READ_BUFFER];
         loop {
             match r.read(&mut buf).await {
                 Ok(0) | Err(_) => break,

@@ -1,8 +1,14 @@
-//! `exec` and `attach` over the WebSocket remote command protocol kubectl speaks
-//! (`v5.channel.k8s.io`, or `v4.channel.k8s.io`): every binary message starts with a
-//! channel byte — 0 stdin, 1 stdout, 2 stderr, 3 error (the final `metav1.Status`: success,
-//! or `NonZeroExitCode` with an `ExitCode` cause), 4 terminal resize (`{"Width":..,
-//! "Height":..}`) and, in v5, 255 to close a stream (its id follows).
+//! `exec` and `attach` over the remote command protocol (`v5.channel.k8s.io`, or
+//! `v4.channel.k8s.io`) in either transport kubectl speaks:
+//! - a WebSocket (kubectl's default): every binary message starts with a channel byte — 0
+//!   stdin, 1 stdout, 2 stderr, 3 error (the final `metav1.Status`: success, or
+//!   `NonZeroExitCode` with an `ExitCode` cause), 4 terminal resize (`{"Width":..,
+//!   "Height":..}`) and, in v5, 255 to close a stream (its id follows);
+//! - SPDY/3.1 (`KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`, older clients): the client opens one
+//!   stream per channel (header `streamType`: `error`, `stdin`, `stdout`, `stderr`, `resize`)
+//!   before anything runs; the end of stdin is the stdin stream's FIN, resizes are JSON
+//!   objects on the resize stream, and the final status is written on the error stream,
+//!   after which every stream is finished and the connection closed.
 //!
 //! Exec runs the command through the OCI runtime's `exec` (with a terminal from the
 //! runtime's console socket for `tty`); attach connects to the shim's attach socket, which
@@ -185,27 +191,39 @@ pub async fn serve(
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.to_ascii_lowercase().contains(want))
     };
-    if !header_has(header::UPGRADE, "websocket") {
-        return bad_request(
-            "upgrade to a WebSocket (v5.channel.k8s.io or v4.channel.k8s.io) is required; SPDY is not supported",
-        );
-    }
-    let Some(key) = h
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| k.as_bytes().to_vec())
-    else {
-        return bad_request("missing Sec-WebSocket-Key");
+    let values = |name: &str| {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",")
     };
-    let offered = h
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(",");
-    let Some(protocol) = select_protocol(&offered) else {
-        return bad_request(&format!(
-            "none of the offered sub-protocols {offered:?} is supported; use one of {PROTOCOLS:?}"
-        ));
+    let (transport, protocol) = if header_has(header::UPGRADE, "websocket") {
+        let Some(key) = h
+            .get(header::SEC_WEBSOCKET_KEY)
+            .map(|k| k.as_bytes().to_vec())
+        else {
+            return bad_request("missing Sec-WebSocket-Key");
+        };
+        let offered = values(header::SEC_WEBSOCKET_PROTOCOL.as_str());
+        let Some(protocol) = select_protocol(&offered) else {
+            return bad_request(&format!(
+                "none of the offered sub-protocols {offered:?} is supported; use one of {PROTOCOLS:?}"
+            ));
+        };
+        (Transport::WebSocket { key }, protocol)
+    } else if header_has(header::UPGRADE, "spdy/3.1") {
+        let offered = values(STREAM_PROTOCOL_HEADER);
+        let Some(protocol) = select_protocol(&offered) else {
+            return bad_request(&format!(
+                "none of the offered stream protocols {offered:?} is supported; use one of {PROTOCOLS:?}"
+            ));
+        };
+        (Transport::Spdy, protocol)
+    } else {
+        return bad_request(
+            "upgrade to a WebSocket or to SPDY/3.1 (v5.channel.k8s.io or v4.channel.k8s.io) is required",
+        );
     };
     let target = match node.target(ns, pod, container).await {
         Ok(t) => t,
@@ -245,6 +263,7 @@ pub async fn serve(
         }
     };
     let upgrade = hyper::upgrade::on(req);
+    let spdy = matches!(transport, Transport::Spdy);
     tokio::spawn(async move {
         let io = match upgrade.await {
             Ok(u) => TokioIo::new(u),
@@ -253,24 +272,57 @@ pub async fn serve(
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-        let v5 = protocol.starts_with("v5");
+        let conn = if spdy {
+            match spdy_connection(io, &opts).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!("exec/attach over SPDY ended before it began: {e}");
+                    return;
+                }
+            }
+        } else {
+            let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+            websocket_connection(ws, protocol.starts_with("v5"))
+        };
         match session {
-            Session::Exec(exec) => run_exec(ws, v5, opts, *exec).await,
-            Session::Attach { socket, tty } => run_attach(ws, v5, opts, socket, tty).await,
+            Session::Exec(exec) => run_exec(conn, opts, *exec).await,
+            Session::Attach { socket, tty } => run_attach(conn, opts, socket, tty).await,
         }
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(
-            header::SEC_WEBSOCKET_ACCEPT,
-            tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key),
-        )
-        .header(header::SEC_WEBSOCKET_PROTOCOL, protocol)
+    let response = match transport {
+        Transport::WebSocket { key } => Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(
+                header::SEC_WEBSOCKET_ACCEPT,
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key),
+            )
+            .header(header::SEC_WEBSOCKET_PROTOCOL, protocol),
+        Transport::Spdy => Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "SPDY/3.1")
+            .header(STREAM_PROTOCOL_HEADER, protocol),
+    };
+    response
         .body(full(Bytes::new()))
         .unwrap_or_else(|_| Response::new(full("")))
+}
+
+/// The header SPDY clients offer (and the server names) the stream protocol in.
+pub const STREAM_PROTOCOL_HEADER: &str = "X-Stream-Protocol-Version";
+
+/// How long a SPDY client may take to open its streams (the kubelet's default).
+const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most output a writer gathers into one write to the connection.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// How the session reaches the client.
+enum Transport {
+    WebSocket { key: Vec<u8> },
+    Spdy,
 }
 
 enum Session {
@@ -294,42 +346,414 @@ async fn running_attempt(containers: &ContainerManager, t: &Target) -> Option<St
     .flatten()
 }
 
-/// Sends the writer's messages to the client; ends when every sender is gone.
-fn spawn_writer(
-    mut sink: futures::stream::SplitSink<Ws, Message>,
-    mut rx: mpsc::Receiver<Message>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            let close = matches!(m, Message::Close(_));
-            if sink.send(m).await.is_err() || close {
+/// What goes to a connection's writer.
+enum Item {
+    /// Bytes of the transport (a WebSocket message's payload, or whole SPDY frames).
+    Frame(Vec<u8>),
+    /// The session is over: close the connection.
+    End,
+}
+
+/// The SPDY streams the client opened, by channel.
+#[derive(Clone, Copy, Debug, Default)]
+struct SpdyStreams {
+    error: u32,
+    stdin: Option<u32>,
+    stdout: Option<u32>,
+    stderr: Option<u32>,
+    resize: Option<u32>,
+}
+
+/// The session's way to the client, whatever the transport: output on a channel, the final
+/// status. Cheap to clone (one per copier).
+#[derive(Clone)]
+struct Output {
+    tx: mpsc::Sender<Item>,
+    /// None: a WebSocket.
+    spdy: Option<SpdyStreams>,
+}
+
+impl Output {
+    /// The encoded `data` on `channel` (None when the client has no such stream).
+    fn encode(&self, channel: u8, data: &[u8]) -> Option<Item> {
+        match &self.spdy {
+            None => Some(Item::Frame(frame(channel, data))),
+            Some(st) => {
+                let id = match channel {
+                    STDOUT => st.stdout?,
+                    STDERR => st.stderr?,
+                    ERROR => st.error,
+                    _ => return None,
+                };
+                Some(Item::Frame(crate::spdy::data(id, 0, data)))
+            }
+        }
+    }
+
+    /// Sends `data` on `channel`; false once the client is gone.
+    async fn send(&self, channel: u8, data: &[u8]) -> bool {
+        match self.encode(channel, data) {
+            Some(item) => self.tx.send(item).await.is_ok(),
+            None => !self.tx.is_closed(),
+        }
+    }
+
+    /// [`Output::send`] from a blocking thread.
+    fn blocking_send(&self, channel: u8, data: &[u8]) -> bool {
+        match self.encode(channel, data) {
+            Some(item) => self.tx.blocking_send(item).is_ok(),
+            None => !self.tx.is_closed(),
+        }
+    }
+
+    /// The kubelet's first WebSocket message: an empty frame on the lowest writable channel
+    /// (SPDY has no such thing).
+    async fn start(&self, opts: &StreamOptions) {
+        if self.spdy.is_some() {
+            return;
+        }
+        let first = if opts.stdout {
+            STDOUT
+        } else if opts.stderr {
+            STDERR
+        } else {
+            ERROR
+        };
+        let _ = self.tx.send(Item::Frame(vec![first])).await;
+    }
+
+    /// Sends the final status on the error channel, ends every stream and closes.
+    async fn finish(&self, status: Value) {
+        let json = serde_json::to_vec(&status).unwrap_or_default();
+        match &self.spdy {
+            None => {
+                let _ = self.tx.send(Item::Frame(frame(ERROR, &json))).await;
+            }
+            Some(st) => {
+                let mut frames = crate::spdy::data(st.error, crate::spdy::FLAG_FIN, &json);
+                for id in [st.stdout, st.stderr].into_iter().flatten() {
+                    frames.extend(crate::spdy::data(id, crate::spdy::FLAG_FIN, &[]));
+                }
+                let _ = self.tx.send(Item::Frame(frames)).await;
+            }
+        }
+        let _ = self.tx.send(Item::End).await;
+    }
+}
+
+/// The client's messages, in order; ends when the client goes away.
+type ClientMessages = std::pin::Pin<Box<dyn futures::Stream<Item = ClientMessage> + Send>>;
+
+/// A connection to a client, ready for a session.
+struct Conn {
+    out: Output,
+    incoming: ClientMessages,
+    writer: tokio::task::JoinHandle<()>,
+    /// A task reading the client (SPDY), stopped with the session.
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Conn {
+    /// Waits for what was sent to reach the client, then lets the connection go.
+    async fn close(self) {
+        let Conn {
+            out,
+            incoming,
+            writer,
+            reader,
+        } = self;
+        drop(out);
+        let _ = writer.await;
+        drop(incoming);
+        if let Some(r) = reader {
+            r.abort();
+        }
+    }
+}
+
+/// A WebSocket connection: messages written as they come, flushed when no more are waiting.
+fn websocket_connection(ws: Ws, v5: bool) -> Conn {
+    let (mut sink, stream) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<Item>(32);
+    let writer = tokio::spawn(async move {
+        while let Some(item) = rx.recv().await {
+            let (message, end) = match item {
+                Item::Frame(v) => (Message::binary(v), false),
+                // A normal closure: clients take it as the end of every stream.
+                Item::End => (
+                    Message::Close(Some(CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "".into(),
+                    })),
+                    true,
+                ),
+            };
+            if sink.feed(message).await.is_err() {
+                break;
+            }
+            if (end || rx.is_empty()) && sink.flush().await.is_err() {
+                break;
+            }
+            if end {
                 break;
             }
         }
         let _ = sink.close().await;
+    });
+    let incoming = stream
+        .map(move |m| match m {
+            Ok(Message::Binary(data)) => match decode(&data) {
+                // v4 has no way to close stdin.
+                ClientMessage::CloseStdin if !v5 => Some(Some(ClientMessage::Other)),
+                m => Some(Some(m)),
+            },
+            Ok(Message::Close(_)) | Err(_) => None,
+            Ok(_) => Some(Some(ClientMessage::Other)),
+        })
+        .take_while(|m| std::future::ready(m.is_some()))
+        .filter_map(|m| async move { m.flatten() });
+    Conn {
+        out: Output { tx, spdy: None },
+        incoming: Box::pin(incoming),
+        writer,
+        reader: None,
+    }
+}
+
+/// Errors setting up a SPDY session.
+#[derive(Debug, thiserror::Error)]
+enum SpdySetupError {
+    #[error("failed to read the client's streams: {0}")]
+    Read(String),
+    #[error("the client did not open its streams within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Spdy(#[from] crate::spdy::SpdyError),
+}
+
+/// A SPDY connection: waits until the client has opened the streams `opts` needs (answering
+/// each), then reads stdin, its end and resizes from them.
+async fn spdy_connection(
+    io: TokioIo<hyper::upgrade::Upgraded>,
+    opts: &StreamOptions,
+) -> Result<Conn, SpdySetupError> {
+    use crate::spdy::{self, Frame, FrameReader, HeaderReader, HeaderWriter};
+    let (mut r, mut w) = tokio::io::split(io);
+    let (tx, mut rx) = mpsc::channel::<Item>(32);
+    let writer = tokio::spawn(async move {
+        let mut batch = Vec::new();
+        let mut end = false;
+        while let Some(mut item) = rx.recv().await {
+            loop {
+                match item {
+                    Item::Frame(v) => batch.extend_from_slice(&v),
+                    Item::End => end = true,
+                }
+                if end || batch.len() >= WRITE_BATCH {
+                    break;
+                }
+                match rx.try_recv() {
+                    Ok(next) => item = next,
+                    Err(_) => break,
+                }
+            }
+            if w.write_all(&batch).await.is_err() {
+                break;
+            }
+            batch.clear();
+            if end {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    let mut frames = FrameReader::default();
+    let mut headers_in = HeaderReader::default();
+    let mut headers_out = HeaderWriter::default();
+    let mut streams = SpdyStreams::default();
+    let mut error = None;
+    let mut resize = None;
+    let wanted = |st: &SpdyStreams, error: Option<u32>, resize: Option<u32>| {
+        error.is_some()
+            && (!opts.stdin || st.stdin.is_some())
+            && (!opts.stdout || st.stdout.is_some())
+            && (!opts.stderr || st.stderr.is_some())
+            && (!opts.tty || resize.is_some())
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let setup = async {
+        while !wanted(&streams, error, resize) {
+            while let Some(f) = frames.next_frame()? {
+                let Frame::Control { kind, payload, .. } = f else {
+                    continue;
+                };
+                match kind {
+                    spdy::SYN_STREAM => {
+                        let Some(id) = spdy::stream_id(&payload) else {
+                            continue;
+                        };
+                        let headers = headers_in.read(payload.get(10..).unwrap_or_default())?;
+                        let _ = tx.send(Item::Frame(headers_out.syn_reply(id))).await;
+                        match headers.get("streamtype").map(String::as_str) {
+                            Some("error") => error = Some(id),
+                            Some("stdin") => streams.stdin = Some(id),
+                            Some("stdout") => streams.stdout = Some(id),
+                            Some("stderr") => streams.stderr = Some(id),
+                            Some("resize") => resize = Some(id),
+                            _ => {
+                                let _ = tx
+                                    .send(Item::Frame(spdy::rst_stream(id, spdy::PROTOCOL_ERROR)))
+                                    .await;
+                            }
+                        }
+                    }
+                    spdy::PING => {
+                        let _ = tx
+                            .send(Item::Frame(spdy::control(spdy::PING, 0, &payload)))
+                            .await;
+                    }
+                    _ => {}
+                }
+            }
+            if wanted(&streams, error, resize) {
+                break;
+            }
+            match r.read(&mut buf).await {
+                Ok(0) => return Err(SpdySetupError::Read("the client went away".into())),
+                Ok(n) => frames.extend(&buf[..n]),
+                Err(e) => return Err(SpdySetupError::Read(e.to_string())),
+            }
+        }
+        Ok::<_, SpdySetupError>(())
+    };
+    let done = tokio::time::timeout(STREAM_CREATION_TIMEOUT, setup).await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            writer.abort();
+            return Err(e);
+        }
+        Err(_) => {
+            writer.abort();
+            return Err(SpdySetupError::Timeout(STREAM_CREATION_TIMEOUT));
+        }
+    }
+    streams.error = error.unwrap_or_default();
+    streams.resize = resize;
+    // The client's side from here: stdin, its end (FIN), resizes, pings.
+    let (to_session, from_client) = mpsc::channel::<ClientMessage>(32);
+    let pings = tx.clone();
+    let reader = tokio::spawn(async move {
+        let mut resize_buf = Vec::new();
+        let next = |frames: &mut FrameReader| frames.next_frame().ok().flatten();
+        loop {
+            while let Some(f) = next(&mut frames) {
+                let message = match f {
+                    Frame::Data {
+                        stream,
+                        flags,
+                        data,
+                    } => {
+                        let fin = flags & spdy::FLAG_FIN != 0;
+                        if Some(stream) == streams.stdin {
+                            if !data.is_empty()
+                                && to_session.send(ClientMessage::Stdin(data)).await.is_err()
+                            {
+                                return;
+                            }
+                            if fin && to_session.send(ClientMessage::CloseStdin).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        if Some(stream) == streams.resize {
+                            resize_buf.extend_from_slice(&data);
+                            for size in take_resizes(&mut resize_buf) {
+                                if to_session.send(size).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    Frame::Control { kind, payload, .. } => (kind, payload),
+                };
+                match message {
+                    (spdy::PING, payload) => {
+                        let _ = pings
+                            .send(Item::Frame(spdy::control(spdy::PING, 0, &payload)))
+                            .await;
+                    }
+                    (spdy::GOAWAY, _) => return,
+                    _ => {}
+                }
+            }
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => frames.extend(&buf[..n]),
+            }
+        }
+    });
+    let incoming = futures::stream::unfold(from_client, |mut rx| async move {
+        rx.recv().await.map(|m| (m, rx))
+    });
+    Ok(Conn {
+        out: Output {
+            tx,
+            spdy: Some(streams),
+        },
+        incoming: Box::pin(incoming),
+        writer,
+        reader: Some(reader),
     })
 }
 
+/// The whole resize messages (JSON objects, back to back) at the front of `buf`, removed
+/// from it; an incomplete one stays for the next data.
+fn take_resizes(buf: &mut Vec<u8>) -> Vec<ClientMessage> {
+    let mut out = Vec::new();
+    let mut used = 0;
+    let mut it = serde_json::Deserializer::from_slice(buf).into_iter::<Value>();
+    loop {
+        let v = match it.next() {
+            Some(Ok(v)) => v,
+            // Not JSON: nothing more can be read from it.
+            Some(Err(e)) if !e.is_eof() => {
+                used = buf.len();
+                break;
+            }
+            _ => break,
+        };
+        used = it.byte_offset();
+        let mut m = vec![RESIZE];
+        m.extend_from_slice(v.to_string().as_bytes());
+        if let ClientMessage::Resize { width, height } = decode(&m) {
+            out.push(ClientMessage::Resize { width, height });
+        }
+    }
+    buf.drain(..used);
+    out
+}
+
 /// Copies `from` to the client on `channel`, counting bytes in `progress`.
+/// (None: the client did not ask for it; it is read and dropped so the process never blocks.)
 fn spawn_copy(
     mut from: impl tokio::io::AsyncRead + Unpin + Send + 'static,
     channel: u8,
-    out: mpsc::Sender<Message>,
+    out: Option<Output>,
     progress: Arc<AtomicU64>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 * 1024];
+        let mut buf = vec![0u8; 64 * 1024];
         loop {
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
                     progress.fetch_add(n as u64, Ordering::Relaxed);
-                    if out
-                        .send(Message::binary(frame(channel, &buf[..n])))
-                        .await
-                        .is_err()
-                    {
-                        return;
+                    if let Some(out) = &out {
+                        if !out.send(channel, &buf[..n]).await {
+                            return;
+                        }
                     }
                 }
             }
@@ -361,7 +785,7 @@ async fn drain(copiers: Vec<tokio::task::JoinHandle<()>>, progress: &AtomicU64) 
 /// file I/O); ends at EIO, when the terminal's last user is gone.
 fn spawn_pty_reader(
     mut master: std::fs::File,
-    out: mpsc::Sender<Message>,
+    out: Output,
     progress: Arc<AtomicU64>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_blocking(move || {
@@ -371,10 +795,7 @@ fn spawn_pty_reader(
                 Ok(0) => return,
                 Ok(n) => {
                     progress.fetch_add(n as u64, Ordering::Relaxed);
-                    if out
-                        .blocking_send(Message::binary(frame(STDOUT, &buf[..n])))
-                        .is_err()
-                    {
+                    if !out.blocking_send(STDOUT, &buf[..n]) {
                         return;
                     }
                 }
@@ -392,19 +813,9 @@ enum Input {
     Pty(std::sync::mpsc::Sender<Vec<u8>>),
 }
 
-async fn run_exec(ws: Ws, v5: bool, opts: StreamOptions, mut exec: berth_runtime::ExecCommand) {
-    let (sink, mut incoming) = ws.split();
-    let (out, rx) = mpsc::channel::<Message>(16);
-    let writer = spawn_writer(sink, rx);
-    // The kubelet's first message: an empty frame on the lowest writable channel.
-    let first = if opts.stdout {
-        STDOUT
-    } else if opts.stderr {
-        STDERR
-    } else {
-        ERROR
-    };
-    let _ = out.send(Message::binary(vec![first])).await;
+async fn run_exec(mut conn: Conn, opts: StreamOptions, mut exec: berth_runtime::ExecCommand) {
+    let out = conn.out.clone();
+    out.start(&opts).await;
     let std_cmd = std::mem::replace(&mut exec.command, std::process::Command::new("true"));
     let mut cmd = tokio::process::Command::from(std_cmd);
     let tty = opts.tty;
@@ -424,13 +835,10 @@ async fn run_exec(ws: Ws, v5: bool, opts: StreamOptions, mut exec: berth_runtime
     let mut child = match cmd.kill_on_drop(true).spawn() {
         Ok(c) => c,
         Err(e) => {
-            finish(
-                &out,
-                failure_status(&format!("failed to run the runtime: {e}")),
-            )
-            .await;
+            out.finish(failure_status(&format!("failed to run the runtime: {e}")))
+                .await;
             drop(out);
-            let _ = writer.await;
+            conn.close().await;
             return;
         }
     };
@@ -476,26 +884,19 @@ async fn run_exec(ws: Ws, v5: bool, opts: StreamOptions, mut exec: berth_runtime
             input = Input::Pipe(stdin);
         }
         if let Some(o) = child.stdout.take() {
-            if opts.stdout {
-                copiers.push(spawn_copy(o, STDOUT, out.clone(), progress.clone()));
-            } else {
-                copiers.push(spawn_copy(o, STDOUT, mpsc::channel(1).0, progress.clone()));
-            }
+            let to = opts.stdout.then(|| out.clone());
+            copiers.push(spawn_copy(o, STDOUT, to, progress.clone()));
         }
         if let Some(e) = child.stderr.take() {
-            let to = if opts.stderr {
-                out.clone()
-            } else {
-                mpsc::channel(1).0
-            };
+            let to = opts.stderr.then(|| out.clone());
             copiers.push(spawn_copy(e, STDERR, to, progress.clone()));
         }
     }
     let status = loop {
         tokio::select! {
             s = child.wait() => break s.ok(),
-            m = incoming.next() => match m {
-                Some(Ok(Message::Binary(data))) => match decode(&data) {
+            m = conn.incoming.next() => match m {
+                Some(message) => match message {
                     ClientMessage::Stdin(d) => match &mut input {
                         Input::Pipe(p) => {
                             if p.write_all(&d).await.is_err() {
@@ -507,7 +908,7 @@ async fn run_exec(ws: Ws, v5: bool, opts: StreamOptions, mut exec: berth_runtime
                         }
                         Input::None => {}
                     },
-                    ClientMessage::CloseStdin if v5 => {
+                    ClientMessage::CloseStdin => {
                         // A terminal has no end of input; a pipe closes.
                         if matches!(input, Input::Pipe(_)) {
                             input = Input::None;
@@ -519,18 +920,17 @@ async fn run_exec(ws: Ws, v5: bool, opts: StreamOptions, mut exec: berth_runtime
                                 std::os::fd::AsFd::as_fd(m), width, height);
                         }
                     }
-                    _ => {}
+                    ClientMessage::Other => {}
                 },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                None => {
                     // The client is gone: the process goes too.
                     let e = exec.clone();
                     let _ = tokio::task::spawn_blocking(move || e.kill()).await;
                     let _ = child.kill().await;
                     drop(out);
-                    let _ = writer.await;
+                    conn.close().await;
                     return;
                 }
-                Some(Ok(_)) => {}
             },
         }
     };
@@ -550,12 +950,7 @@ async fn run_exec(ws: Ws, v5: bool, opts: StreamOptions, mut exec: berth_runtime
                 // terminal) and exit as a shell would.
                 let ch = if tty { STDOUT } else { STDERR };
                 if (tty && opts.stdout) || (!tty && opts.stderr) {
-                    let _ = out
-                        .send(Message::binary(frame(
-                            ch,
-                            format!("{message}\n").as_bytes(),
-                        )))
-                        .await;
+                    out.send(ch, format!("{message}\n").as_bytes()).await;
                 }
                 exit_status(exec_failure_code(&message), &opts.command)
             }
@@ -564,54 +959,27 @@ async fn run_exec(ws: Ws, v5: bool, opts: StreamOptions, mut exec: berth_runtime
     } else {
         exit_status(code, &opts.command)
     };
-    finish(&out, result).await;
+    out.finish(result).await;
     drop(out);
-    let _ = writer.await;
+    conn.close().await;
 }
 
-/// Sends the final status on the error channel and closes the connection.
-async fn finish(out: &mpsc::Sender<Message>, status: Value) {
-    let _ = out
-        .send(Message::binary(frame(
-            ERROR,
-            &serde_json::to_vec(&status).unwrap_or_default(),
-        )))
-        .await;
-    // A normal closure: clients take it as the end of every stream.
-    let _ = out
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        })))
-        .await;
-}
-
-async fn run_attach(ws: Ws, v5: bool, opts: StreamOptions, socket: std::path::PathBuf, tty: bool) {
-    let (sink, mut incoming) = ws.split();
-    let (out, rx) = mpsc::channel::<Message>(16);
-    let writer = spawn_writer(sink, rx);
-    let conn = match tokio::net::UnixStream::connect(&socket).await {
+async fn run_attach(mut conn: Conn, opts: StreamOptions, socket: std::path::PathBuf, tty: bool) {
+    let out = conn.out.clone();
+    let shim = match tokio::net::UnixStream::connect(&socket).await {
         Ok(c) => c,
         Err(e) => {
-            finish(
-                &out,
-                failure_status(&format!("failed to attach to the container: {e}")),
-            )
+            out.finish(failure_status(&format!(
+                "failed to attach to the container: {e}"
+            )))
             .await;
             drop(out);
-            let _ = writer.await;
+            conn.close().await;
             return;
         }
     };
-    let first = if opts.stdout {
-        STDOUT
-    } else if opts.stderr {
-        STDERR
-    } else {
-        ERROR
-    };
-    let _ = out.send(Message::binary(vec![first])).await;
-    let (mut from_shim, mut to_shim) = conn.into_split();
+    out.start(&opts).await;
+    let (mut from_shim, mut to_shim) = shim.into_split();
     // The shim's framing: one stream byte, a big-endian u32 length, the data.
     let relay = {
         let out = out.clone();
@@ -633,11 +1001,7 @@ async fn run_attach(ws: Ws, v5: bool, opts: StreamOptions, socket: std::path::Pa
                     berth_runtime::shim::ATTACH_STDERR if tty && want_out => STDOUT,
                     _ => continue,
                 };
-                if out
-                    .send(Message::binary(frame(channel, &data)))
-                    .await
-                    .is_err()
-                {
+                if !out.send(channel, &data).await {
                     return;
                 }
             }
@@ -647,13 +1011,13 @@ async fn run_attach(ws: Ws, v5: bool, opts: StreamOptions, socket: std::path::Pa
     loop {
         tokio::select! {
             _ = &mut relay => break,
-            m = incoming.next() => match m {
-                Some(Ok(Message::Binary(data))) => {
-                    let msg = match decode(&data) {
+            m = conn.incoming.next() => match m {
+                Some(message) => {
+                    let msg = match message {
                         ClientMessage::Stdin(d) if opts.stdin => {
                             berth_runtime::shim::attach_frame(berth_runtime::shim::ATTACH_STDIN, &d)
                         }
-                        ClientMessage::CloseStdin if v5 && opts.stdin && !tty => {
+                        ClientMessage::CloseStdin if opts.stdin && !tty => {
                             berth_runtime::shim::attach_frame(berth_runtime::shim::ATTACH_CLOSE_STDIN, &[])
                         }
                         ClientMessage::Resize { width, height } => {
@@ -667,20 +1031,19 @@ async fn run_attach(ws: Ws, v5: bool, opts: StreamOptions, socket: std::path::Pa
                         break;
                     }
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                None => {
                     relay.abort();
                     drop(out);
-                    let _ = writer.await;
+                    conn.close().await;
                     return;
                 }
-                Some(Ok(_)) => {}
             },
         }
     }
     // The container's output ended: it exited.
-    finish(&out, exit_status(0, &[])).await;
+    out.finish(exit_status(0, &[])).await;
     drop(out);
-    let _ = writer.await;
+    conn.close().await;
 }
 
 #[cfg(test)]

@@ -85,14 +85,30 @@ sys.stdout.write('\nEXIT %d\n' % os.waitstatus_to_exitcode(status))
 "#;
 
 fn kubectl_run(pc: &PodCluster, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    let mut child =
-        pc.c.kubectl_cmd()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl");
+    kubectl_run_over(pc, args, stdin, false)
+}
+
+/// The environment that makes kubectl speak SPDY for exec and attach.
+const SPDY_ENV: (&str, &str) = ("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false");
+
+/// Runs kubectl with `stdin`, over SPDY when `spdy`; exit code, stdout, stderr.
+fn kubectl_run_over(
+    pc: &PodCluster,
+    args: &[&str],
+    stdin: &[u8],
+    spdy: bool,
+) -> (i32, String, String) {
+    let mut cmd = pc.c.kubectl_cmd();
+    if spdy {
+        cmd.env(SPDY_ENV.0, SPDY_ENV.1);
+    }
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
     let mut pipe = child.stdin.take().expect("stdin");
     pipe.write_all(stdin).expect("write stdin");
     drop(pipe);
@@ -228,62 +244,13 @@ fn logs_exec_and_attach_through_the_api_server() {
     let previous = c.kubectl(&["logs", "crash", "--previous"]);
     assert!(previous.starts_with("run "), "{previous}");
 
-    // --- exec ---
-    let (code, out, err) = kubectl_run(
-        &pc,
-        &[
-            "exec",
-            "web",
-            "--",
-            "sh",
-            "-c",
-            "echo out; echo err >&2; exit 3",
-        ],
-        b"",
-    );
-    assert_eq!(
-        (code, out.as_str(), err.as_str()),
-        (3, "out\n", "err\ncommand terminated with exit code 3\n")
-    );
-    let (code, out, _) = kubectl_run(&pc, &["exec", "two", "-c", "b", "--", "ls", "/tmp"], b"");
-    assert_eq!((code, out.as_str()), (0, "b-only\n"));
-    let (code, out, _) = kubectl_run(
-        &pc,
-        &["exec", "-i", "web", "--", "cat"],
-        b"line one\nline two\n",
-    );
-    assert_eq!((code, out.as_str()), (0, "line one\nline two\n"));
-    let (code, _, err) = kubectl_run(&pc, &["exec", "web", "--", "/no/such/command"], b"");
-    assert_eq!(code, 127, "{err}");
-    let (code, _, err) = kubectl_run(&pc, &["exec", "missing", "--", "true"], b"");
-    assert!(
-        code != 0 && err.contains("pods \"missing\" not found"),
-        "{err}"
-    );
-    let (code, _, err) = kubectl_run(&pc, &["exec", "two", "-c", "nope", "--", "true"], b"");
-    assert!(
-        code != 0 && err.contains("container nope is not valid for pod two"),
-        "{err}"
-    );
+    // --- exec, over a WebSocket (kubectl's default) and over SPDY ---
+    for spdy in [false, true] {
+        exec_cases(&pc, spdy);
+    }
 
-    // A terminal, through a pseudo-terminal on our side too.
-    let out = Command::new("python3")
-        .args(["-c", TTY_SESSION])
-        .env("KUBECONFIG", c.kubeconfig())
-        .output()
-        .expect("python3");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("42"), "{text}");
-    assert!(text.contains("/dev/pts/"), "{text}");
-    assert!(text.contains("33 111"), "the resized terminal: {text}");
-    assert!(text.contains("EXIT 5"), "{text}");
-
-    // --- attach ---
-    let (code, out, err) = kubectl_run(&pc, &["attach", "-i", "reader"], b"hello\n");
+    // --- attach (over SPDY: the WebSocket path is `kubectl run -it` below) ---
+    let (code, out, err) = kubectl_run_over(&pc, &["attach", "-i", "reader"], b"hello\n", true);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("got hello"), "{out}{err}");
     c.eventually("reader's log", Duration::from_secs(5), || {
@@ -322,6 +289,99 @@ fn logs_exec_and_attach_through_the_api_server() {
     c.eventually("nothing left", Duration::from_secs(20), || {
         leftovers(c.dir.path(), &pc.bridge, &uids).is_empty()
     });
+}
+
+/// `kubectl exec`: exit codes, separate streams, stdin, a second container, errors and a
+/// terminal through a pseudo-terminal; over SPDY when `spdy`.
+fn exec_cases(pc: &PodCluster, spdy: bool) {
+    let c = &pc.c;
+    let run = |args: &[&str], stdin: &[u8]| kubectl_run_over(pc, args, stdin, spdy);
+    let (code, out, err) = run(
+        &[
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        b"",
+    );
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (3, "out\n", "err\ncommand terminated with exit code 3\n"),
+        "spdy: {spdy}"
+    );
+    let (code, out, _) = run(&["exec", "two", "-c", "b", "--", "ls", "/tmp"], b"");
+    assert_eq!((code, out.as_str()), (0, "b-only\n"), "spdy: {spdy}");
+    let (code, out, _) = run(&["exec", "-i", "web", "--", "cat"], b"line one\nline two\n");
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "line one\nline two\n"),
+        "spdy: {spdy}"
+    );
+    // 1 MiB through stdin and back, byte for byte.
+    let big: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let (code, out, err) = run(&["exec", "-i", "web", "--", "md5sum"], &big);
+    let want = md5_of(&big);
+    assert!(
+        code == 0 && out.starts_with(&want),
+        "spdy {spdy}: {out}{err}"
+    );
+    let (code, _, err) = run(&["exec", "web", "--", "/no/such/command"], b"");
+    assert_eq!(code, 127, "spdy {spdy}: {err}");
+    let (code, _, err) = run(&["exec", "missing", "--", "true"], b"");
+    assert!(
+        code != 0 && err.contains("pods \"missing\" not found"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["exec", "two", "-c", "nope", "--", "true"], b"");
+    assert!(
+        code != 0 && err.contains("container nope is not valid for pod two"),
+        "{err}"
+    );
+
+    // A terminal, through a pseudo-terminal on our side too.
+    let mut tty = Command::new("python3");
+    tty.args(["-c", TTY_SESSION])
+        .env("KUBECONFIG", c.kubeconfig());
+    if spdy {
+        tty.env(SPDY_ENV.0, SPDY_ENV.1);
+    }
+    let out = tty.output().expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("42"), "spdy {spdy}: {text}");
+    assert!(text.contains("/dev/pts/"), "spdy {spdy}: {text}");
+    assert!(
+        text.contains("33 111"),
+        "spdy {spdy}: the resized terminal: {text}"
+    );
+    assert!(text.contains("EXIT 5"), "spdy {spdy}: {text}");
+}
+
+/// The MD5 of `data` (as busybox's md5sum prints it), by `md5sum` on this machine.
+fn md5_of(data: &[u8]) -> String {
+    let mut child = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("md5sum");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(data)
+        .expect("write");
+    let out = child.wait_with_output().expect("md5sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
