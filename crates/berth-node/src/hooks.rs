@@ -208,8 +208,8 @@ impl PodRuntime {
     }
 
     /// Stops a deleted pod's running containers, each at once and on its own: preStop hook,
-    /// stop signal, SIGKILL, within `grace_seconds` (the `Killing` events are the caller's).
-    pub(crate) async fn stop_for_deletion(&self, pod: &Pod, grace_seconds: u64) {
+    /// stop signal, SIGKILL, within `grace` (the `Killing` events are the caller's).
+    pub(crate) async fn stop_for_deletion(&self, pod: &Pod, grace: Duration) {
         let uid = pod.uid().unwrap_or_default();
         self.prober.forget_pod(&uid);
         let Some(spec) = &pod.spec else {
@@ -238,7 +238,6 @@ impl PodRuntime {
             .flatten()
             .chain(spec.containers.iter())
             .collect();
-        let grace = Duration::from_secs(grace_seconds);
         let kills = ids.iter().filter_map(|id| {
             // Ids are `<uid>-<container>-<attempt>`.
             let name = id

@@ -4,6 +4,7 @@
 
 mod atomic;
 mod cleanup;
+pub mod deregistration;
 pub mod downward;
 mod env;
 pub mod events;

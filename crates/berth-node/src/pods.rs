@@ -60,6 +60,8 @@ pub struct PodRuntime {
     pub image_pulls: crate::images::ImagePulls,
     /// The ConfigMaps and Secrets pods use (one shared watch) and what volumes hold.
     pub sources: crate::sources::Sources,
+    /// When deleted pods' containers are stopped (endpoint-first termination).
+    pub termination: crate::deregistration::TerminationConfig,
 }
 
 /// What a pod's containers mount: volume name → host path, and the `/etc` files' directory.
@@ -581,11 +583,16 @@ impl PodRuntime {
     async fn terminate(&self, pod: &Pod) -> Result<(), PodError> {
         let name = pod.name_any();
         let uid = pod.uid().unwrap_or_default();
-        let grace = pod
-            .metadata
-            .deletion_grace_period_seconds
-            .unwrap_or(30)
-            .max(0) as u64;
+        let grace = Duration::from_secs(
+            pod.metadata
+                .deletion_grace_period_seconds
+                .unwrap_or(30)
+                .max(0) as u64,
+        );
+        // Endpoint-first termination: the service proxies stop sending new connections
+        // before anything stops; the wait counts inside the grace period.
+        let waited = self.wait_for_deregistration(pod, grace).await;
+        let grace = grace.saturating_sub(waited);
         let containers = self.containers.clone();
         let network = self.network.clone();
         let pod_dir = self.pod_dir(&uid);
@@ -657,9 +664,7 @@ impl PodRuntime {
                         .map(|(n, _)| n.to_string())
                         .unwrap_or_default();
                     let signal = signals.get(&name).copied().unwrap_or(libc::SIGTERM);
-                    std::thread::spawn(move || {
-                        containers.stop(&id, signal, Duration::from_secs(grace))
-                    })
+                    std::thread::spawn(move || containers.stop(&id, signal, grace))
                 })
                 .collect();
             for h in handles {

@@ -5,10 +5,12 @@
 //! back keeps traffic flowing throughout; a clean shutdown removes the table and the
 //! service CIDR's routes ([`cleanup`]).
 //!
-//! What the proxy has programmed is published in memory through [`Programmed`]: the
-//! generation and resourceVersion of every EndpointSlice it has applied, for
-//! endpoint-first termination.
+//! What the proxy has programmed is published for endpoint-first termination: after each
+//! sync, the EndpointSlice watermark goes to [`Programmed`] and to the proxy's Lease
+//! ([`programmed`]); a change that takes traffic away from a ready endpoint is programmed at
+//! once, without the sync batching.
 
+pub mod programmed;
 pub mod rules;
 
 use futures::{FutureExt, StreamExt};
@@ -18,11 +20,12 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
+use programmed::Watermark;
 use rules::{Endpoint, KernelTable, Ruleset, ServicePort};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
@@ -60,21 +63,21 @@ pub struct Config {
     pub bridge: String,
 }
 
-/// The EndpointSlices the proxy has applied to the kernel: (namespace, name) →
-/// (generation, resourceVersion).
-#[derive(Debug, Default, Clone)]
-pub struct Programmed {
-    pub slices: Arc<Mutex<BTreeMap<SliceKey, (i64, String)>>>,
-}
-
-/// An EndpointSlice's namespace and name.
-pub type SliceKey = (String, String);
+/// What the proxy has programmed: its EndpointSlice watermark (see [`programmed`]), `None`
+/// until the first sync.
+#[derive(Debug, Clone)]
+pub struct Programmed(watch::Receiver<Option<u64>>);
 
 impl Programmed {
-    /// The applied generation and resourceVersion of one EndpointSlice.
-    pub fn slice(&self, namespace: &str, name: &str) -> Option<(i64, String)> {
-        let s = self.slices.lock().unwrap_or_else(|e| e.into_inner());
-        s.get(&(namespace.to_string(), name.to_string())).cloned()
+    /// The highest EndpointSlice resourceVersion whose events (and all before it) the kernel
+    /// table reflects.
+    pub fn resource_version(&self) -> Option<u64> {
+        *self.0.borrow()
+    }
+
+    /// A receiver that sees every advance.
+    pub fn subscribe(&self) -> watch::Receiver<Option<u64>> {
+        self.0.clone()
     }
 }
 
@@ -249,20 +252,53 @@ pub fn service_ports(svc: &Service, slices: &[Arc<EndpointSlice>], node: &str) -
 /// The service proxy.
 pub struct Proxy {
     config: Config,
-    programmed: Programmed,
+    programmed: watch::Sender<Option<u64>>,
+}
+
+/// One item of the proxy's merged watches.
+enum Change {
+    /// A Service changed (the store is updated).
+    Service,
+    /// An EndpointSlice event the reflector applied to the store.
+    Slice(Box<watcher::Event<EndpointSlice>>),
+    /// A watch error (the watcher retries with back-off).
+    Error,
+}
+
+/// What the proxy knows it must do next.
+#[derive(Default)]
+struct Pending {
+    watermark: Watermark,
+    /// The stores changed since the last successful sync.
+    dirty: bool,
+    /// A ready endpoint lost its traffic: sync without waiting for the batching period.
+    urgent: bool,
+}
+
+impl Pending {
+    fn take(&mut self, change: Change) {
+        match change {
+            Change::Slice(e) => {
+                self.dirty = true;
+                self.urgent |= self.watermark.observe(&e);
+            }
+            Change::Service => self.dirty = true,
+            Change::Error => {}
+        }
+    }
 }
 
 impl Proxy {
     pub fn new(config: Config) -> Self {
         Proxy {
             config,
-            programmed: Programmed::default(),
+            programmed: watch::Sender::new(None),
         }
     }
 
-    /// What has been applied, shared with the rest of the node.
+    /// What has been programmed, shared with the rest of the node.
     pub fn programmed(&self) -> Programmed {
-        self.programmed.clone()
+        Programmed(self.programmed.subscribe())
     }
 
     /// The proxy's configuration (for [`cleanup`] once it has stopped).
@@ -271,8 +307,23 @@ impl Proxy {
     }
 
     /// Follows Services and EndpointSlices and keeps the table in step until `stop`
-    /// turns true. A clean shutdown then calls [`cleanup`].
+    /// turns true, publishing what it programmed on its Lease (removed when it stops). A
+    /// clean shutdown then calls [`cleanup`].
     pub async fn run(self, client: Client, mut stop: watch::Receiver<bool>) {
+        let publisher = tokio::spawn(programmed::publish(
+            client.clone(),
+            self.config.node_name.clone(),
+            self.programmed.subscribe(),
+        ));
+        self.follow(client.clone(), &mut stop).await;
+        publisher.abort();
+        let _ = publisher.await;
+        if let Err(e) = programmed::remove(client, &self.config.node_name).await {
+            tracing::warn!("service proxy: {e}");
+        }
+    }
+
+    async fn follow(&self, client: Client, stop: &mut watch::Receiver<bool>) {
         let (services, svc_writer) = reflector::store::<Service>();
         let (slices, slice_writer) = reflector::store::<EndpointSlice>();
         let svc_events = reflector::reflector(
@@ -283,8 +334,10 @@ impl Proxy {
             ),
         )
         .default_backoff()
-        .touched_objects()
-        .map(|_| ());
+        .map(|e| match e {
+            Ok(_) => Change::Service,
+            Err(_) => Change::Error,
+        });
         let slice_events = reflector::reflector(
             slice_writer,
             watcher(
@@ -293,31 +346,48 @@ impl Proxy {
             ),
         )
         .default_backoff()
-        .touched_objects()
-        .map(|_| ());
+        .map(|e| match e {
+            Ok(e) => Change::Slice(Box::new(e)),
+            Err(_) => Change::Error,
+        });
         let mut events = futures::stream::select(svc_events, slice_events).boxed();
+        let mut pending = Pending::default();
         // The stores fill as the watch streams are polled.
         while services.wait_until_ready().now_or_never().is_none()
             || slices.wait_until_ready().now_or_never().is_none()
         {
             tokio::select! {
-                e = events.next() => if e.is_none() { return },
+                e = events.next() => match e {
+                    Some(c) => pending.take(c),
+                    None => return,
+                },
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
         let mut programmed: Option<Ruleset> = None;
         let mut last_full = tokio::time::Instant::now();
-        let mut dirty = true;
+        let mut next_sync = tokio::time::Instant::now();
+        pending.dirty = true;
         loop {
-            if dirty {
-                if last_full.elapsed() > FULL_SYNC_PERIOD {
+            if pending.dirty && (pending.urgent || tokio::time::Instant::now() >= next_sync) {
+                if last_full.elapsed() >= FULL_SYNC_PERIOD {
                     programmed = None;
                     last_full = tokio::time::Instant::now();
                 }
+                // The stores change only while the streams are polled: this is what the sync
+                // programs.
+                let watermark = pending.watermark.seen();
+                pending.urgent = false;
+                next_sync = tokio::time::Instant::now() + MIN_SYNC_PERIOD;
                 match self.sync(&services, &slices, programmed.as_ref()).await {
                     Ok(r) => {
                         programmed = Some(r);
-                        dirty = false;
+                        pending.dirty = false;
+                        self.programmed.send_if_modified(|p| {
+                            let advanced = *p != Some(watermark);
+                            *p = Some(watermark);
+                            advanced
+                        });
                     }
                     Err(e) => {
                         tracing::warn!("service proxy: {e}");
@@ -326,25 +396,25 @@ impl Proxy {
                     }
                 }
             }
+            // Wait for a change (or the batching period once one is pending, or the full
+            // resync), then take in whatever else has arrived.
+            let until = if pending.dirty {
+                next_sync
+            } else {
+                last_full + FULL_SYNC_PERIOD
+            };
             tokio::select! {
-                _ = tokio::time::sleep(MIN_SYNC_PERIOD) => {}
+                e = events.next() => match e {
+                    Some(c) => pending.take(c),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(until) => pending.dirty = true,
                 _ = stop.wait_for(|s| *s) => return,
             }
-            // Drain what arrived meanwhile, waiting for one event if nothing did.
-            loop {
-                let next = if dirty {
-                    events.next().now_or_never()
-                } else {
-                    tokio::select! {
-                        e = events.next() => Some(e),
-                        _ = tokio::time::sleep(FULL_SYNC_PERIOD) => Some(Some(())),
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                };
+            while let Some(next) = events.next().now_or_never() {
                 match next {
-                    Some(Some(())) => dirty = true,
-                    Some(None) => return,
-                    None => break,
+                    Some(c) => pending.take(c),
+                    None => return,
                 }
             }
         }
@@ -356,9 +426,8 @@ impl Proxy {
         slices: &Store<EndpointSlice>,
         programmed: Option<&Ruleset>,
     ) -> Result<Ruleset, Error> {
-        let all_slices = slices.state();
         let mut by_service: BTreeMap<(String, String), Vec<Arc<EndpointSlice>>> = BTreeMap::new();
-        for s in &all_slices {
+        for s in &slices.state() {
             if let Some(name) = s.labels().get(SERVICE_NAME_LABEL) {
                 by_service
                     .entry((s.namespace().unwrap_or_default(), name.clone()))
@@ -386,21 +455,6 @@ impl Proxy {
         };
         let script = desired.script(&self.config.table, programmed, &existing);
         apply(&script).await?;
-        let mut applied = self
-            .programmed
-            .slices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        applied.clear();
-        for s in all_slices {
-            applied.insert(
-                (s.namespace().unwrap_or_default(), s.name_any()),
-                (
-                    s.metadata.generation.unwrap_or(0),
-                    s.resource_version().unwrap_or_default(),
-                ),
-            );
-        }
         Ok(desired)
     }
 }

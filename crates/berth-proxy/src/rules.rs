@@ -305,10 +305,17 @@ impl Ruleset {
         } else {
             old.chains.keys().collect()
         };
-        for c in stale_chains {
-            if !self.chains.contains_key(c) {
-                let _ = writeln!(s, "delete chain {t} {c}");
-            }
+        // Emptied first: a stale chain may still jump to another stale one (a Service's
+        // chain to its endpoints' chains), and a chain is deleted only once nothing refers to it.
+        let stale_chains: Vec<&String> = stale_chains
+            .into_iter()
+            .filter(|c| !self.chains.contains_key(*c))
+            .collect();
+        for c in &stale_chains {
+            let _ = writeln!(s, "flush chain {t} {c}");
+        }
+        for c in &stale_chains {
+            let _ = writeln!(s, "delete chain {t} {c}");
         }
         let stale_sets: BTreeSet<&String> = if full {
             existing
@@ -578,6 +585,32 @@ mod tests {
             after.script("berth", Some(&after), &KernelTable::default()),
             ""
         );
+    }
+
+    #[test]
+    fn a_removed_service_empties_its_chains_before_deleting_them() {
+        let before = Ruleset::build(
+            &[web(vec![ep([10, 42, 0, 2], true, true, false)])],
+            &[],
+            "10.42.0.0/24",
+        );
+        let after = Ruleset::build(&[], &[], "10.42.0.0/24");
+        let s = after.script("berth", Some(&before), &KernelTable::default());
+        // The service chain jumps to the endpoint chain: in one transaction, nothing may be
+        // deleted while a rule still refers to it.
+        let last_flush = s.rfind("flush chain").expect("flushes");
+        let first_delete = s.find("delete chain").expect("deletes");
+        assert!(last_flush < first_delete, "{s}");
+        for chain in before.chains.keys() {
+            assert!(
+                s.contains(&format!("flush chain ip berth {chain}\n")),
+                "{s}"
+            );
+            assert!(
+                s.contains(&format!("delete chain ip berth {chain}\n")),
+                "{s}"
+            );
+        }
     }
 
     #[test]

@@ -120,6 +120,14 @@ struct NodeArgs {
     /// servers on one machine never share one).
     #[arg(long)]
     proxy_table: Option<String>,
+    /// When a deleted pod's containers get preStop and their stop signal: `endpoints-first`
+    /// waits until every service proxy has stopped sending it new connections; `upstream`
+    /// stops them at once, as upstream's kubelet.
+    #[arg(long, default_value = "endpoints-first")]
+    pod_termination: berth_node::deregistration::PodTermination,
+    /// The longest endpoint-first wait (e.g. `10s`; never longer than the pod's grace period).
+    #[arg(long, default_value = "10s", value_parser = berth_node::deregistration::parse_duration)]
+    endpoint_deregistration_timeout: std::time::Duration,
 }
 
 #[derive(clap::Args)]
@@ -522,6 +530,10 @@ fn pod_runtime(
         image_ids: Default::default(),
         image_pulls: Default::default(),
         sources: Default::default(),
+        termination: berth_node::deregistration::TerminationConfig {
+            mode: args.pod_termination,
+            deregistration_timeout: args.endpoint_deregistration_timeout,
+        },
     }))
 }
 
