@@ -97,6 +97,12 @@ impl NetworkConfig {
         }
     }
 
+    /// The bridge's address, the pods' gateway: host-local's default, the subnet's first
+    /// address (`10.42.0.1` for `10.42.0.0/24`). Pods reach the node on it.
+    pub fn gateway(&self) -> Option<IpAddr> {
+        gateway_of(&self.pod_cidr)
+    }
+
     /// The one-plugin list run for `lo`.
     pub fn loopback_conflist(&self) -> NetworkConfigList {
         NetworkConfigList {
@@ -131,6 +137,23 @@ impl NetworkConfig {
             return Err(bad("pod CIDR prefix must leave room for pods and not be 0"));
         }
         Ok(())
+    }
+}
+
+/// The gateway host-local gives a pod CIDR: its first address (see [`NetworkConfig::gateway`]).
+pub fn gateway_of(pod_cidr: &str) -> Option<IpAddr> {
+    let (addr, prefix) = pod_cidr.split_once('/')?;
+    let prefix: u32 = prefix.parse().ok()?;
+    match addr.parse::<IpAddr>().ok()? {
+        IpAddr::V4(a) if prefix < 31 => {
+            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+            Some(IpAddr::V4((u32::from(a) & mask).wrapping_add(1).into()))
+        }
+        IpAddr::V6(a) if prefix < 127 => {
+            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            Some(IpAddr::V6((u128::from(a) & mask).wrapping_add(1).into()))
+        }
+        _ => None,
     }
 }
 
@@ -486,6 +509,20 @@ mod tests {
             state_dir: "/var/lib/berth".into(),
             mtu: Some(1400),
         }
+    }
+
+    #[test]
+    fn the_gateway_is_the_subnets_first_address() {
+        let mut c = cfg();
+        assert_eq!(c.gateway(), "10.42.0.1".parse().ok());
+        c.pod_cidr = "10.184.7.0/24".into();
+        assert_eq!(c.gateway(), "10.184.7.1".parse().ok());
+        c.pod_cidr = "10.1.2.3/16".into();
+        assert_eq!(c.gateway(), "10.1.0.1".parse().ok());
+        c.pod_cidr = "fd00:1::/64".into();
+        assert_eq!(c.gateway(), "fd00:1::1".parse().ok());
+        c.pod_cidr = "nope".into();
+        assert_eq!(c.gateway(), None);
     }
 
     #[test]

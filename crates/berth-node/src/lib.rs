@@ -5,6 +5,7 @@
 mod atomic;
 mod cleanup;
 pub mod deregistration;
+pub mod dns;
 pub mod downward;
 mod env;
 pub mod events;

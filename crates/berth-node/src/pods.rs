@@ -45,6 +45,8 @@ pub struct PodRuntime {
     pub node_ip: Option<String>,
     pub images: ImageStore,
     pub network: NetworkConfig,
+    /// The node's cluster DNS server, for pods' resolv.conf (`None`: the host's resolvers).
+    pub cluster_dns: Option<crate::dns::ClusterDns>,
     pub containers: ContainerManager,
     /// `<data-dir>/pods`: per-pod volumes and generated files.
     pub pods_dir: PathBuf,

@@ -565,25 +565,25 @@ impl PodRuntime {
         Ok(mounts)
     }
 
-    /// `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` for the pod.
+    /// `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` for the pod (see [`crate::dns`]).
     pub(crate) fn etc_files(&self, pod: &Pod, ip: &str) -> Result<PathBuf, std::io::Error> {
         let dir = self.pod_dir(&pod.uid().unwrap_or_default()).join("etc");
         std::fs::create_dir_all(&dir)?;
-        let name = pod
-            .spec
+        let domain = self
+            .cluster_dns
             .as_ref()
-            .and_then(|s| s.hostname.clone())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| pod.name_any());
+            .map_or("cluster.local", |c| c.domain.as_str());
+        let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
         std::fs::write(
             dir.join("hosts"),
-            format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{name}\n"
-            ),
+            crate::dns::hosts(pod, ip, domain, &host_hosts),
         )?;
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        std::fs::write(dir.join("resolv.conf"), resolv)?;
-        std::fs::write(dir.join("hostname"), format!("{name}\n"))?;
+        let host = crate::dns::ResolvConf::parse(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        );
+        let resolv = crate::dns::resolv_conf(pod, self.cluster_dns.as_ref(), &host);
+        std::fs::write(dir.join("resolv.conf"), resolv.render())?;
+        std::fs::write(dir.join("hostname"), crate::dns::hostname_file(pod, domain))?;
         Ok(dir)
     }
 }

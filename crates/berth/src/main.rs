@@ -116,6 +116,13 @@ struct NodeArgs {
     /// one machine).
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// The cluster domain the node's DNS server answers for and pods search.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Where the node's DNS server forwards names outside the cluster domain (IP or
+    /// IP:port; repeatable; default: the nameservers of the host's /etc/resolv.conf).
+    #[arg(long, value_parser = dns_upstream)]
+    dns_upstream: Vec<std::net::SocketAddr>,
     /// The nftables table of this node's service proxy (default: `berth-<bridge>`, so
     /// servers on one machine never share one).
     #[arg(long)]
@@ -265,6 +272,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
     )
     .unzip();
+    let dns = cluster_dns(&args.node, client.clone(), stop_rx.clone());
     let parts = vec![
         tokio::spawn(berth_controllers::run(
             client.clone(),
@@ -309,7 +317,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     // A part still starting its watches may not see the signal: give it a moment, then stop
     // it (parts keep no state of their own; the next start picks up where the world is).
-    for part in parts.into_iter().chain(proxy) {
+    for part in parts.into_iter().chain(proxy).chain(dns) {
         let abort = part.abort_handle();
         if tokio::time::timeout(std::time::Duration::from_millis(500), part)
             .await
@@ -458,6 +466,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
     )
     .unzip();
+    let dns = cluster_dns(&args.node, client.clone(), stop_rx.clone());
     let part = node_agent(&args.node, &args.data_dir, client, stop_rx, |name| {
         kubelet_certs::for_agent(
             args.kubelet_cert.as_deref(),
@@ -471,7 +480,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    for part in std::iter::once(part).chain(proxy) {
+    for part in std::iter::once(part).chain(proxy).chain(dns) {
         let abort = part.abort_handle();
         if tokio::time::timeout(std::time::Duration::from_millis(500), part)
             .await
@@ -516,12 +525,20 @@ fn pod_runtime(
         state_dir: data_dir.to_path_buf(),
         mtu: None,
     };
+    // Pods resolve through this node's DNS server (started beside the node agent).
+    let cluster_dns = network
+        .gateway()
+        .map(|nameserver| berth_node::dns::ClusterDns {
+            nameserver,
+            domain: args.cluster_domain.clone(),
+        });
     Ok(Some(berth_node::pods::PodRuntime {
         client,
         node_name: node_name.to_string(),
         node_ip: berth_node::host::primary_address().map(|a| a.to_string()),
         images,
         network,
+        cluster_dns,
         containers,
         pods_dir: data_dir.join("pods"),
         logs_dir: PathBuf::from("/var/log/pods"),
@@ -571,6 +588,44 @@ fn service_proxy(
     });
     let config = proxy.config().clone();
     Some((tokio::spawn(proxy.run(client, stop)), config))
+}
+
+/// Starts this node's cluster DNS server on its bridge's gateway address, port 53 (root
+/// only, like the pods it serves).
+fn cluster_dns(
+    args: &NodeArgs,
+    client: kube::Client,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !berth_node::host::is_root() {
+        return None;
+    }
+    let Some(gateway) = berth_net::sandbox::gateway_of(&args.pod_cidr) else {
+        tracing::warn!(pod_cidr = %args.pod_cidr, "no gateway address: no cluster DNS");
+        return None;
+    };
+    let upstreams = if args.dns_upstream.is_empty() {
+        berth_dns::forward::host_nameservers(std::path::Path::new("/etc/resolv.conf"))
+    } else {
+        args.dns_upstream.clone()
+    };
+    let config = berth_dns::Config {
+        cluster_domain: args.cluster_domain.clone(),
+        listen: std::net::SocketAddr::new(gateway, 53),
+        upstreams,
+    };
+    match berth_dns::DnsServer::bind(config) {
+        Ok(server) => Some(tokio::spawn(server.run(client, stop))),
+        Err(e) => {
+            tracing::error!("cluster DNS: {e}");
+            None
+        }
+    }
+}
+
+/// `--dns-upstream`: `IP` or `IP:port`.
+fn dns_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
+    berth_dns::forward::parse_upstream(s).ok_or_else(|| format!("{s:?} is not an IP or IP:port"))
 }
 
 /// A clean shutdown removes the service proxy's table and routes (a server that dies
