@@ -5,7 +5,9 @@
 
 use berth_api::registry::ResourceInfo;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -340,6 +342,9 @@ impl Cache {
             ("", "ServiceAccount") => return self.informer::<ServiceAccount>(),
             ("apps", "ReplicaSet") => return self.informer::<ReplicaSet>(),
             ("apps", "Deployment") => return self.informer::<Deployment>(),
+            ("apps", "StatefulSet") => return self.informer::<StatefulSet>(),
+            ("apps", "DaemonSet") => return self.informer::<DaemonSet>(),
+            ("apps", "ControllerRevision") => return self.informer::<ControllerRevision>(),
             ("", "Service") => return self.informer::<Service>(),
             ("", "Endpoints") => return self.informer::<Endpoints>(),
             ("", "Node") => return self.informer::<Node>(),

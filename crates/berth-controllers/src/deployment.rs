@@ -6,7 +6,7 @@
 //! counts, as upstream's controller does.
 
 use crate::cache::{Cache, Change, Informer};
-use crate::pods::{self, Events};
+use crate::pods::{self, canonical, fnv32a, safe_encode, Events};
 use crate::queue::{run_workers, Queue, Requeue};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
@@ -167,53 +167,6 @@ pub fn new_rs_new_replicas(d: &Deployment, all: &[&ReplicaSet], new: &ReplicaSet
     }
     let up = (max_total - current).min(desired(d) - replicas(new));
     replicas(new) + up
-}
-
-/// The canonical text of a JSON value (object keys sorted), what the template hash reads.
-fn canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                if let Some(x) = m.get(k) {
-                    canonical(x, out);
-                }
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(x, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-fn fnv32a(h: u32, bytes: &[u8]) -> u32 {
-    bytes
-        .iter()
-        .fold(h, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
-}
-
-/// Upstream's safe encoding: each byte mapped into an alphabet without vowels (no words).
-fn safe_encode(s: &str) -> String {
-    const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    s.bytes()
-        .map(|b| char::from(ALPHANUMS[usize::from(b) % ALPHANUMS.len()]))
-        .collect()
 }
 
 /// The `pod-template-hash` of a template: FNV-32a of the template (its canonical JSON), then

@@ -5,10 +5,12 @@
 
 pub mod cache;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpointslice;
 pub mod gc;
+pub mod history;
 pub mod job;
 pub mod kubernetes_service;
 pub mod loadbalancer;
@@ -19,6 +21,7 @@ pub mod queue;
 pub mod replicaset;
 pub mod schedule;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use tokio::sync::watch;
 
@@ -41,6 +44,8 @@ pub async fn run(client: kube::Client, config: Config, stop: watch::Receiver<boo
     let cronjobs = cronjob::new(&cache);
     let node_lifecycle = nodelifecycle::new(&cache, &config.node_lifecycle);
     let disruption = disruption::new(&cache);
+    let statefulsets = statefulset::new(&cache);
+    let daemonsets = daemonset::new(&cache);
     // The collector registers last: it watches every resource, reusing the typed watches
     // the other controllers asked for.
     let gc = gc::new(&cache);
@@ -55,6 +60,8 @@ pub async fn run(client: kube::Client, config: Config, stop: watch::Receiver<boo
         tokio::spawn(cronjob::run(cronjobs, stop.clone())),
         tokio::spawn(nodelifecycle::run(node_lifecycle, stop.clone())),
         tokio::spawn(disruption::run(disruption, stop.clone())),
+        tokio::spawn(statefulset::run(statefulsets, stop.clone())),
+        tokio::spawn(daemonset::run(daemonsets, stop.clone())),
         tokio::spawn(gc::run(gc, cache.clone(), stop.clone())),
     ];
     for p in parts {
