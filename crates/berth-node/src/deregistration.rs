@@ -91,6 +91,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// Whether a pod can be in EndpointSlices at all (upstream's ShouldPodBeInEndpoints): it has
+/// an IP and has not finished. Others are stopped without looking.
+fn may_have_endpoints(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    let has_ip = status
+        .and_then(|s| s.pod_ip.as_deref())
+        .is_some_and(|ip| !ip.is_empty());
+    let finished = matches!(
+        status.and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    );
+    has_ip && !finished
+}
+
 /// How long the wait may last: the timeout, never more than the grace period.
 pub fn budget(config: &TerminationConfig, grace: Duration) -> Duration {
     match config.mode {
@@ -351,7 +365,7 @@ impl PodRuntime {
     /// proxy (endpoint-first termination); returns how long it waited.
     pub(crate) async fn wait_for_deregistration(&self, pod: &Pod, grace: Duration) -> Duration {
         let budget = budget(&self.termination, grace);
-        if budget.is_zero() {
+        if budget.is_zero() || !may_have_endpoints(pod) {
             return Duration::ZERO;
         }
         let started = Instant::now();
@@ -556,6 +570,24 @@ mod tests {
             ..config
         };
         assert_eq!(budget(&upstream, Duration::from_secs(30)), Duration::ZERO);
+    }
+
+    #[test]
+    fn pods_without_an_ip_or_finished_have_no_endpoints() {
+        use k8s_openapi::api::core::v1::PodStatus;
+        let pod = |ip: Option<&str>, phase: &str| Pod {
+            status: Some(PodStatus {
+                pod_ip: ip.map(str::to_string),
+                phase: Some(phase.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(may_have_endpoints(&pod(Some("10.42.0.5"), "Running")));
+        assert!(!may_have_endpoints(&pod(None, "Pending")));
+        assert!(!may_have_endpoints(&pod(Some(""), "Pending")));
+        assert!(!may_have_endpoints(&pod(Some("10.42.0.5"), "Succeeded")));
+        assert!(!may_have_endpoints(&pod(Some("10.42.0.5"), "Failed")));
     }
 
     #[test]

@@ -143,6 +143,41 @@ where
     seen
 }
 
+/// Runs `during` 1.5 s into 5 s of requests through `web` from 16 clients, one new connection
+/// per request; the requests that succeeded and failed, and the errors.
+fn under_load(web: SocketAddr, during: impl FnOnce()) -> (usize, usize, Vec<String>) {
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let until = Instant::now() + Duration::from_secs(5);
+    let load: Vec<_> = (0..16)
+        .map(|_| {
+            let (ok, failed, errors) = (ok.clone(), failed.clone(), errors.clone());
+            std::thread::spawn(move || {
+                while Instant::now() < until {
+                    match http_get(web, "/hostname") {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            errors.lock().expect("lock").push(e);
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    during();
+    for t in load {
+        t.join().expect("load thread");
+    }
+    let errors = errors.lock().expect("lock").clone();
+    (
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        errors,
+    )
+}
+
 /// A Lease as a service proxy on `node` would publish it, renewed `renewed_ago` ago.
 fn proxy_lease(node: &str, programmed: u64, renewed_ago: Duration) -> String {
     let renewed = Utc::now() - k8s_openapi::chrono::Duration::from_std(renewed_ago).expect("age");
@@ -288,41 +323,15 @@ fn pods_leave_the_service_proxies_before_they_stop() {
         leases.clone(),
         watcher::Config::default().fields(&format!("metadata.name={lease_name}")),
     );
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let until = Instant::now() + Duration::from_secs(5);
-    let load: Vec<_> = (0..16)
-        .map(|_| {
-            let (ok, failed, errors) = (ok.clone(), failed.clone(), errors.clone());
-            std::thread::spawn(move || {
-                while Instant::now() < until {
-                    match http_get(web, "/hostname") {
-                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => {
-                            errors.lock().expect("lock").push(e);
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(1500));
-    let waited = delete_and_time_term(c, shared, "web-a");
-    for t in load {
-        t.join().expect("load thread");
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let mut waited = Duration::ZERO;
+    let (ok, failed, errors) = under_load(web, || {
+        waited = delete_and_time_term(c, shared, "web-a");
+    });
     println!(
         "load while deleting web-a: {ok} requests, {failed} failed; stop signal after {waited:?}"
     );
     assert!(ok > 100, "the load ran ({ok} requests)");
-    assert_eq!(
-        failed,
-        0,
-        "failed requests: {:?}",
-        errors.lock().expect("lock")
-    );
+    assert_eq!(failed, 0, "failed requests: {errors:?}");
     let terminating_rv = slice_versions
         .lock()
         .expect("lock")
@@ -402,8 +411,12 @@ fn pods_leave_the_service_proxies_before_they_stop() {
         &["apply", "-f", "-"],
         &proxy_lease("ghost", 0, Duration::ZERO),
     );
-    let upstream = delete_and_time_term(c, shared, "web-e");
-    println!("upstream mode with a lagging proxy: stop signal after {upstream:?}");
+    let mut upstream = Duration::ZERO;
+    // Failures are racy here (the stop signal races the proxies): printed, not asserted.
+    let (ok, failed, _) = under_load(web, || {
+        upstream = delete_and_time_term(c, shared, "web-e");
+    });
+    println!("upstream mode with a lagging proxy: stop signal after {upstream:?}; load: {ok} requests, {failed} failed");
     assert!(
         upstream < Duration::from_secs(TIMEOUT_SECONDS - 2),
         "upstream mode does not wait ({upstream:?})"
