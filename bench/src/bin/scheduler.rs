@@ -208,6 +208,10 @@ async fn run(nodes: usize, backlog: bool, args: &Args) -> anyhow::Result<Outcome
             "10.99.0.0/24",
             "--bridge",
             "bbench0",
+            // The fake Nodes have no agent renewing their Lease: keep the node lifecycle
+            // controller from marking them unreachable (and tainting them) mid-run.
+            "--node-monitor-grace-period",
+            "1h",
         ],
     )?;
     server.wait_ready_line(Duration::from_secs(20))?;
