@@ -1117,6 +1117,56 @@ mod tests {
     }
 
     #[test]
+    fn status_counts_eligible_ready_updated_and_misscheduled_nodes() {
+        let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "d", "generation": 2},
+            "spec": {"selector": {}, "template": {}}
+        }))
+        .expect("ds");
+        let pod = |name: &str, hash: &str, ready: bool| -> Arc<Pod> {
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "labels": {"controller-revision-hash": hash}},
+                    "spec": {"nodeName": "x", "containers": []},
+                    "status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
+                }))
+                .expect("pod"),
+            )
+        };
+        let nodes = vec![
+            Arc::new(node("a", &[], &[])),
+            Arc::new(node("b", &[], &[])),
+            Arc::new(node("c", &[], &[])),
+            Arc::new(node("t", &[], &[("dedicated", "NoSchedule")])),
+        ];
+        let node_pods: HashMap<String, Vec<Arc<Pod>>> = [
+            ("a".to_string(), vec![pod("p1", "h2", true)]),
+            ("b".to_string(), vec![pod("p2", "h1", false)]),
+            ("t".to_string(), vec![pod("p3", "h2", true)]),
+        ]
+        .into();
+        let s = calculate_status(&ds, &daemon_spec(), &nodes, &node_pods, "h2", 0, Utc::now());
+        assert_eq!(
+            (
+                s.desired_number_scheduled,
+                s.current_number_scheduled,
+                s.number_misscheduled
+            ),
+            (3, 2, 1)
+        );
+        assert_eq!(
+            (
+                s.number_ready,
+                s.number_available,
+                s.number_unavailable,
+                s.updated_number_scheduled
+            ),
+            (1, Some(1), Some(2), Some(1))
+        );
+        assert_eq!(s.observed_generation, Some(2));
+    }
+
+    #[test]
     fn max_unavailable_defaults_to_one_and_rounds_up() {
         let ds: DaemonSet = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "d"},

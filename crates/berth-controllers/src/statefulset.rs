@@ -838,6 +838,19 @@ impl Controller {
             ..Default::default()
         };
         let reference = set.object_ref(&());
+        if matches!(phase(pod), Some("Failed") | Some("Succeeded")) {
+            self.events
+                .warning(
+                    &reference,
+                    "RecreatingFailedPod",
+                    format!(
+                        "StatefulSet {}/{} is recreating failed Pod {name}",
+                        set.namespace().unwrap_or_default(),
+                        set.name_any()
+                    ),
+                )
+                .await;
+        }
         match api.delete(&name, &dp).await {
             Ok(_) => {
                 self.events
@@ -988,6 +1001,45 @@ mod tests {
         p.start = 5;
         assert!(!p.creates_at_update(6));
         assert!(p.creates_at_update(7));
+    }
+
+    fn pod(name: &str, revision: &str, ready: bool) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "labels": {"controller-revision-hash": revision}},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
+            }))
+            .expect("pod"),
+        )
+    }
+
+    #[test]
+    fn status_counts_revisions_and_completes_the_rollout() {
+        let set: StatefulSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "generation": 4},
+            "spec": {"replicas": 2, "selector": {}, "template": {},
+                     "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}}
+        }))
+        .expect("set");
+        let now = Utc::now();
+        let mid = [pod("web-0", "r1", true), pod("web-1", "r2", false)];
+        let s = calculate_status(&set, &mid, "r1", "r2", 0, now);
+        assert_eq!(
+            (
+                s.replicas,
+                s.ready_replicas,
+                s.current_replicas,
+                s.updated_replicas
+            ),
+            (2, Some(1), Some(1), Some(1))
+        );
+        assert_eq!(s.current_revision.as_deref(), Some("r1"));
+        assert_eq!(s.observed_generation, Some(4));
+        let done = [pod("web-0", "r2", true), pod("web-1", "r2", true)];
+        let s = calculate_status(&set, &done, "r1", "r2", 0, now);
+        assert_eq!(s.current_revision.as_deref(), Some("r2"));
+        assert_eq!(s.current_replicas, Some(2));
+        assert_eq!(s.available_replicas, Some(2));
     }
 
     #[test]

@@ -450,6 +450,25 @@ fn daemonsets(c: &Cluster) {
     );
     let history = c.kubectl(&["rollout", "history", "ds/local"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
+    // Undo goes back to the first template (its revision renumbered 3).
+    c.kubectl(&["rollout", "undo", "ds/local"]);
+    c.eventually("undo rolled the daemon pod back", WAIT, || {
+        let now = pods(c, "local");
+        now.len() == 1 && revision(c, &now[0]) == first_hash
+    });
+    rollout(c, "ds/local");
+    let now = pods(c, "local");
+    assert!(c
+        .kubectl(&["exec", &now[0], "--", "sh", "-c", "echo $V"])
+        .contains('1'));
+    assert_eq!(
+        get(
+            c,
+            &format!("controllerrevision/local-{first_hash}"),
+            "{.revision}"
+        ),
+        "3"
+    );
     c.kubectl(&["delete", "ds", "local"]);
     c.eventually("local pods gone", WAIT, || pods(c, "local").is_empty());
 }
