@@ -101,6 +101,8 @@ impl Objects {
         ))
     }
 
+    /// Marks the pod with the `DisruptionTarget` condition (as upstream's
+    /// `addConditionAndDeletePod`), then deletes it with `opts`.
     async fn delete_evicted(
         &self,
         pods: &ResourceInfo,
@@ -108,8 +110,68 @@ impl Objects {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Value, ApiError> {
-        self.delete(pods, namespace, name, opts).await?;
+        let mut opts = opts.clone();
+        if !opts.dry_run {
+            let rev = self
+                .mark_disruption_target(pods, namespace, name, &opts)
+                .await?;
+            // The condition is this eviction's own change: a resourceVersion precondition
+            // now names the version it wrote.
+            if opts.precondition_resource_version.is_some() {
+                opts.precondition_resource_version = Some(rev.to_string());
+            }
+        }
+        self.delete(pods, namespace, name, &opts).await?;
         Ok(success())
+    }
+
+    /// Adds `DisruptionTarget=True` (`EvictionByEvictionAPI`) to the pod's conditions after
+    /// checking the delete preconditions; returns the pod's new revision.
+    async fn mark_disruption_target(
+        &self,
+        pods: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<berth_store::Revision, ApiError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some((mut pod, rev)) = self.current(pods, namespace, name).await? else {
+                return Err(ApiError::not_found(pods, name));
+            };
+            if let Some(uid) = &opts.precondition_uid {
+                let have = meta_str(&pod, "uid").unwrap_or("");
+                if have != uid {
+                    return Err(ApiError::conflict(pods, name, &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
+                    )));
+                }
+            }
+            if let Some(want) = &opts.precondition_resource_version {
+                if *want != rev.to_string() {
+                    return Err(ApiError::conflict(pods, name, &format!(
+                        "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rev}"
+                    )));
+                }
+            }
+            if !set_disruption_target(&mut pod, &objects::now()) {
+                return Ok(rev);
+            }
+            match self
+                .store
+                .update(
+                    &objects::key(pods, namespace, name),
+                    objects::encode(pods, &pod)?,
+                    rev,
+                )
+                .await
+            {
+                Ok(kv) => return Ok(kv.mod_revision),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(pods, name)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::stale(pods, name))
     }
 
     /// The PodDisruptionBudgets in `namespace` whose selector matches the pod's labels,
@@ -141,6 +203,56 @@ impl Objects {
             }
         }
         Ok(out)
+    }
+}
+
+/// Sets the pod's `DisruptionTarget` condition; false if it already said so.
+fn set_disruption_target(pod: &mut Value, now: &str) -> bool {
+    let Some(obj) = pod.as_object_mut() else {
+        return false;
+    };
+    let status = obj.entry("status").or_insert_with(|| json!({}));
+    let Some(status) = status.as_object_mut() else {
+        return false;
+    };
+    let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let Some(conditions) = conditions.as_array_mut() else {
+        return false;
+    };
+    let target = json!({
+        "type": "DisruptionTarget",
+        "status": "True",
+        "reason": "EvictionByEvictionAPI",
+        "message": "Eviction API: evicting",
+        "lastProbeTime": null,
+        "lastTransitionTime": now,
+    });
+    match conditions
+        .iter_mut()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("DisruptionTarget"))
+    {
+        Some(c)
+            if c.get("status").and_then(Value::as_str) == Some("True")
+                && c.get("reason").and_then(Value::as_str) == Some("EvictionByEvictionAPI") =>
+        {
+            false
+        }
+        Some(c) => {
+            let same_status = c.get("status").and_then(Value::as_str) == Some("True");
+            let transition = c.get("lastTransitionTime").cloned();
+            *c = target;
+            if let (true, Some(t)) = (same_status, transition) {
+                c["lastTransitionTime"] = t;
+            }
+            true
+        }
+        None => {
+            conditions.push(target);
+            true
+        }
     }
 }
 
@@ -398,6 +510,18 @@ mod tests {
         let s = json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]});
         assert_eq!(selector_matches(&s, &labels), Some(false));
         assert_eq!(selector_matches(&json!({}), &labels), None);
+    }
+
+    #[test]
+    fn evicted_pods_are_marked_as_disruption_targets() {
+        let mut pod = json!({"metadata": {"name": "p"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        assert!(set_disruption_target(&mut pod, "t1"));
+        let c = &pod["status"]["conditions"][1];
+        assert_eq!(c["type"], "DisruptionTarget");
+        assert_eq!(c["reason"], "EvictionByEvictionAPI");
+        assert_eq!(c["message"], "Eviction API: evicting");
+        assert!(!set_disruption_target(&mut pod, "t2"));
+        assert_eq!(pod["status"]["conditions"][1]["lastTransitionTime"], "t1");
     }
 
     #[test]

@@ -436,6 +436,14 @@ fn eviction_api_errors(c: &Cluster) {
     assert_eq!(body["status"], "Success");
     let pod = get_json(c, &["get", "pod", "solo"]);
     assert!(pod["metadata"]["deletionTimestamp"].is_string(), "{pod}");
+    let target = pod["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "DisruptionTarget"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(target["status"], "True", "{pod}");
+    assert_eq!(target["reason"], "EvictionByEvictionAPI");
+    assert_eq!(target["message"], "Eviction API: evicting");
     c.eventually(
         "the budget no longer counts the evicted pod",
         Duration::from_secs(20),
