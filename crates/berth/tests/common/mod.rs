@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The node endpoint's port (`--kubelet-port`): free, so servers of tests running in
+    /// parallel do not collide on upstream's default 10250.
+    pub kubelet_port: u16,
     child: Option<Child>,
 }
 
@@ -38,6 +41,7 @@ impl Cluster {
         let mut c = Cluster {
             dir,
             port: free_port(),
+            kubelet_port: free_port(),
             child: None,
         };
         c.spawn(extra);
@@ -53,6 +57,8 @@ impl Cluster {
                 &self.port.to_string(),
                 "--bind-address",
                 "127.0.0.1",
+                "--kubelet-port",
+                &self.kubelet_port.to_string(),
             ])
             .args(extra)
             .env("BERTH_LOG", "warn")

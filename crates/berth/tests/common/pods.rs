@@ -75,11 +75,8 @@ impl PodCluster {
         let n = std::process::id() % 200 + 20;
         let cidr = format!("10.{subnet}.{n}.0/24");
         let bridge = format!("{bridge_prefix}{n}");
-        // Each server's node endpoint on a port of its own.
-        let kubelet_port = super::free_port().to_string();
+        // The node endpoint's port is the Cluster's own (see `Cluster::kubelet_port`).
         let args: Vec<String> = [
-            "--kubelet-port",
-            &kubelet_port,
             "--node-name",
             node,
             "--pod-cidr",
