@@ -387,7 +387,45 @@ pub struct Controller {
     revisions: Arc<Informer<ControllerRevision>>,
     queue: Arc<Queue<String>>,
     expectations: Arc<Expectations>,
+    failed_backoff: FailedBackoff,
     events: Events,
+}
+
+/// The first wait before replacing a failed daemon pod again on the same node.
+const FAILED_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// The longest such wait.
+const FAILED_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// Per DaemonSet and node, when a failed pod was last replaced and how long to wait before
+/// the next replacement (doubling, as upstream's failedPodsBackoff).
+#[derive(Default)]
+pub struct FailedBackoff {
+    entries: std::sync::Mutex<HashMap<(String, String), (std::time::Instant, Duration)>>,
+}
+
+impl FailedBackoff {
+    /// `Some(wait)` while the back-off since the last replacement runs; otherwise records a
+    /// replacement now (doubling the next wait) and returns `None`.
+    pub fn wait(&self, ds: &str, node: &str) -> Option<Duration> {
+        let now = std::time::Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (ds.to_string(), node.to_string());
+        match entries.get(&key) {
+            Some((last, delay)) if now.duration_since(*last) < *delay => {
+                Some(*delay - now.duration_since(*last))
+            }
+            Some((last, delay)) if now.duration_since(*last) < 2 * FAILED_BACKOFF_MAX => {
+                let next = (*delay * 2).min(FAILED_BACKOFF_MAX);
+                entries.insert(key, (now, next));
+                None
+            }
+            _ => {
+                entries.retain(|_, (last, _)| now.duration_since(*last) < 2 * FAILED_BACKOFF_MAX);
+                entries.insert(key, (now, FAILED_BACKOFF_INITIAL));
+                None
+            }
+        }
+    }
 }
 
 fn key(ns: &str, name: &str) -> String {
@@ -423,6 +461,7 @@ pub fn new(cache: &Arc<Cache>) -> Arc<Controller> {
         revisions: cache.informer(),
         queue: Queue::new(),
         expectations: Arc::new(Expectations::default()),
+        failed_backoff: FailedBackoff::default(),
         events: Events::new(cache.client().clone(), "daemonset-controller"),
     });
     let (q, exp) = (c.queue.clone(), c.expectations.clone());
@@ -606,8 +645,11 @@ impl Controller {
         }
         let mut node_pods: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
         let mut targetless = Vec::new();
+        // Nodes whose daemon pod is still terminating get no new one until it is gone.
+        let mut terminating_on = HashSet::new();
         for p in &owned {
             if p.metadata.deletion_timestamp.is_some() {
+                terminating_on.extend(target_node(p));
                 continue;
             }
             match target_node(p) {
@@ -636,6 +678,7 @@ impl Controller {
         };
 
         let mut result = Ok(());
+        let mut backoff_requeue: Option<Duration> = None;
         if satisfied {
             // Pods to create (by node) and to delete.
             let mut create_on = Vec::new();
@@ -661,9 +704,32 @@ impl Controller {
                         Some("Failed") | Some("Succeeded")
                     )
                 });
-                delete.extend(failed);
+                let had_failed = !failed.is_empty();
+                for pod in failed {
+                    // Pods a node keeps failing (e.g. rejected at admission) are replaced
+                    // with a growing back-off, not in a hot loop.
+                    match self.failed_backoff.wait(k, &node_name) {
+                        Some(wait) => {
+                            backoff_requeue =
+                                Some(backoff_requeue.map_or(wait, |b: Duration| b.min(wait)));
+                        }
+                        None => {
+                            self.events
+                                .warning(
+                                    &ds.object_ref(&()),
+                                    "FailedDaemonPod",
+                                    format!(
+                                        "Found failed daemon pod {ns}/{} on node {node_name}, will try to kill it",
+                                        pod.name_any()
+                                    ),
+                                )
+                                .await;
+                            delete.push(pod);
+                        }
+                    }
+                }
                 if running.is_empty() {
-                    if should_run {
+                    if should_run && !had_failed && !terminating_on.contains(&node_name) {
                         create_on.push(node_name);
                     }
                     continue;
@@ -755,8 +821,10 @@ impl Controller {
         let next = owned
             .iter()
             .filter_map(|p| pods::until_available(p, min_ready, now))
+            .map(|d| d + Duration::from_millis(100))
+            .chain(backoff_requeue)
             .min();
-        Ok(next.map(|d| d + Duration::from_millis(100)))
+        Ok(next)
     }
 
     /// The revision of the current template: an existing one with the same data (given the
@@ -1164,6 +1232,16 @@ mod tests {
             (1, Some(1), Some(2), Some(1))
         );
         assert_eq!(s.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn failed_pods_are_replaced_with_a_growing_backoff() {
+        let b = FailedBackoff::default();
+        assert_eq!(b.wait("ns/d", "n1"), None);
+        let w = b.wait("ns/d", "n1").expect("in back-off");
+        assert!(w <= FAILED_BACKOFF_INITIAL && !w.is_zero());
+        // Other nodes are not held back.
+        assert_eq!(b.wait("ns/d", "n2"), None);
     }
 
     #[test]
