@@ -176,6 +176,16 @@ fn backoff(restarts: u32) -> Duration {
     Duration::from_secs((10u64 << restarts.min(5)).min(300))
 }
 
+/// A whole-second duration as Go prints it (`10s`, `1m20s`, `5m0s`), as upstream's messages.
+fn go_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 60 {
+        format!("{s}s")
+    } else {
+        format!("{}m{}s", s / 60, s % 60)
+    }
+}
+
 fn observed(status: &ContainerStatus) -> ContainerState {
     match status {
         ContainerStatus::Running { started_at, .. } => ContainerState::Running {
@@ -456,14 +466,7 @@ impl PodRuntime {
                             .unwrap_or_default();
                     if Utc::now() < due && latest.is_some() {
                         obs.last_state = Some(obs.state.clone());
-                        obs.state = ContainerState::Waiting {
-                            reason: "CrashLoopBackOff".into(),
-                            message: Some(format!(
-                                "back-off restarting failed container {} in pod {}",
-                                c.name,
-                                pod.name_any()
-                            )),
-                        };
+                        obs.state = self.crash_loop_back_off(pod, c, obs.restart_count).await;
                         false
                     } else {
                         true
@@ -579,6 +582,62 @@ impl PodRuntime {
             (obs.started, obs.ready) = self.prober.observe(pod, c, id, started_at, pod_ip);
         }
         obs
+    }
+
+    /// A container waiting out its crash back-off: upstream's `CrashLoopBackOff` state, and
+    /// its `BackOff` event once per back-off period (repeats count onto the first event).
+    async fn crash_loop_back_off(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        restart_count: i32,
+    ) -> ContainerState {
+        // As upstream's `format.Pod`: `<name>_<namespace>(<uid>)`.
+        let pod_desc = format!(
+            "{}_{}({})",
+            pod.name_any(),
+            pod.namespace().unwrap_or_default(),
+            pod.uid().unwrap_or_default()
+        );
+        let delay = backoff(restart_count.max(0) as u32);
+        // The status the API has for this container already shows this back-off period:
+        // its event is recorded.
+        let reported = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|s| s.name == c.name))
+            .is_some_and(|s| {
+                s.restart_count == restart_count
+                    && s.state
+                        .as_ref()
+                        .and_then(|st| st.waiting.as_ref())
+                        .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
+            });
+        if !reported {
+            let message = format!(
+                "Back-off restarting failed container {} in pod {pod_desc}",
+                c.name
+            );
+            crate::events::record(
+                &self.client,
+                &self.node_name,
+                pod,
+                &c.name,
+                "Warning",
+                "BackOff",
+                &message,
+            )
+            .await;
+        }
+        ContainerState::Waiting {
+            reason: "CrashLoopBackOff".into(),
+            message: Some(format!(
+                "back-off {} restarting failed container={} pod={pod_desc}",
+                go_duration(delay),
+                c.name
+            )),
+        }
     }
 
     /// Stops and removes everything of a pod, then deletes it from the API.
@@ -932,5 +991,8 @@ mod tests {
         assert_eq!(backoff(0), Duration::from_secs(10));
         assert_eq!(backoff(3), Duration::from_secs(80));
         assert_eq!(backoff(10), Duration::from_secs(300));
+        assert_eq!(go_duration(backoff(1)), "20s");
+        assert_eq!(go_duration(backoff(3)), "1m20s");
+        assert_eq!(go_duration(backoff(10)), "5m0s");
     }
 }

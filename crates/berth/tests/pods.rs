@@ -185,6 +185,32 @@ spec:
         let s = c.kubectl(&["get", "pod", "crash", "-o", "jsonpath={.status.containerStatuses[0].restartCount}/{.status.containerStatuses[0].lastState.terminated.exitCode}"]);
         s.split('/').next().and_then(|r| r.parse::<i32>().ok()).is_some_and(|r| r >= 1) && s.ends_with("/3")
     });
+    // Crashing again, it waits out a longer back-off, as upstream shows it: the
+    // CrashLoopBackOff reason and a BackOff event whose repeats are counted.
+    c.eventually(
+        "crash to wait in CrashLoopBackOff",
+        Duration::from_secs(20),
+        || {
+            c.kubectl(&[
+                "get",
+                "pod",
+                "crash",
+                "-o",
+                "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
+            ]) == "CrashLoopBackOff"
+        },
+    );
+    c.eventually("crash's BackOff event, counted", Duration::from_secs(20), || {
+        let e = c.kubectl(&["get", "events", "-o", r#"jsonpath={range .items[?(@.reason=="BackOff")]}{.involvedObject.name}|{.type}|{.count}|{.message}{"\n"}{end}"#]);
+        e.lines().any(|l| {
+            let f: Vec<&str> = l.splitn(4, '|').collect();
+            f.len() == 4
+                && f[0] == "crash"
+                && f[1] == "Warning"
+                && f[2].parse::<i32>().is_ok_and(|n| n >= 2)
+                && f[3].starts_with("Back-off restarting failed container c in pod crash_default(")
+        })
+    });
     let log_dir = std::path::Path::new("/var/log/pods");
     let uid = c.kubectl(&["get", "pod", "crash", "-o", "jsonpath={.metadata.uid}"]);
     let log = std::fs::read_to_string(log_dir.join(format!("default_crash_{uid}/c/0.log")))
