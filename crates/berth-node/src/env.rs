@@ -7,6 +7,7 @@
 
 use crate::downward::{self, DownwardError, RuntimeFields};
 use crate::pods::PodRuntime;
+use crate::sources::Source;
 use crate::spec;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::ResourceExt;
@@ -83,43 +84,20 @@ fn add_env_from(
 }
 
 impl PodRuntime {
-    /// A ConfigMap read once per environment (`None`: it does not exist).
-    async fn env_config_map<'a>(
+    /// A ConfigMap or Secret read once per environment (`None`: it does not exist).
+    async fn env_source<'a, K: Source>(
         &self,
-        cache: &'a mut HashMap<String, Option<Arc<ConfigMap>>>,
+        cache: &'a mut HashMap<String, Option<Arc<K>>>,
         ns: &str,
         name: &str,
-    ) -> Result<&'a Option<Arc<ConfigMap>>, EnvError> {
+    ) -> Result<&'a Option<Arc<K>>, EnvError> {
         if !cache.contains_key(name) {
             let got = self
                 .sources
-                .config_map(&self.client, ns, name, true)
+                .get::<K>(&self.client, ns, name, true)
                 .await
                 .map_err(|source| EnvError::Read {
-                    kind: "configmap",
-                    ns: ns.to_string(),
-                    name: name.to_string(),
-                    source,
-                })?;
-            cache.insert(name.to_string(), got);
-        }
-        Ok(cache.get(name).unwrap_or(&None))
-    }
-
-    /// A Secret read once per environment (`None`: it does not exist).
-    async fn env_secret<'a>(
-        &self,
-        cache: &'a mut HashMap<String, Option<Arc<Secret>>>,
-        ns: &str,
-        name: &str,
-    ) -> Result<&'a Option<Arc<Secret>>, EnvError> {
-        if !cache.contains_key(name) {
-            let got = self
-                .sources
-                .secret(&self.client, ns, name, true)
-                .await
-                .map_err(|source| EnvError::Read {
-                    kind: "secret",
+                    kind: K::KIND,
                     ns: ns.to_string(),
                     name: name.to_string(),
                     source,
@@ -176,7 +154,7 @@ impl PodRuntime {
         for from in c.env_from.iter().flatten() {
             let prefix = from.prefix.clone().unwrap_or_default();
             if let Some(r) = &from.config_map_ref {
-                let entries = match self.env_config_map(&mut config_maps, &ns, &r.name).await? {
+                let entries = match self.env_source(&mut config_maps, &ns, &r.name).await? {
                     Some(cm) => cm.data.clone().unwrap_or_default(),
                     None if r.optional == Some(true) => continue,
                     None => return Err(EnvError::ConfigMapNotFound(r.name.clone())),
@@ -185,7 +163,7 @@ impl PodRuntime {
                 self.invalid_names_event(pod, c, ("configMap", &r.name), invalid)
                     .await;
             } else if let Some(r) = &from.secret_ref {
-                let entries = match self.env_secret(&mut secrets, &ns, &r.name).await? {
+                let entries = match self.env_source(&mut secrets, &ns, &r.name).await? {
                     Some(s) => s
                         .data
                         .iter()
@@ -225,7 +203,7 @@ impl PodRuntime {
                         )?
                     } else if let Some(r) = &from.config_map_key_ref {
                         let optional = r.optional == Some(true);
-                        let cm = match self.env_config_map(&mut config_maps, &ns, &r.name).await? {
+                        let cm = match self.env_source(&mut config_maps, &ns, &r.name).await? {
                             Some(cm) => cm,
                             None if optional => continue,
                             None => return Err(EnvError::ConfigMapNotFound(r.name.clone())),
@@ -243,7 +221,7 @@ impl PodRuntime {
                         }
                     } else if let Some(r) = &from.secret_key_ref {
                         let optional = r.optional == Some(true);
-                        let s = match self.env_secret(&mut secrets, &ns, &r.name).await? {
+                        let s = match self.env_source(&mut secrets, &ns, &r.name).await? {
                             Some(s) => s,
                             None if optional => continue,
                             None => return Err(EnvError::SecretNotFound(r.name.clone())),

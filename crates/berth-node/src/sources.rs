@@ -9,6 +9,7 @@ use crate::atomic::Payload;
 use crate::downward::Allocatable;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::NamespaceResourceScope;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -21,6 +22,62 @@ type Writers = (
     reflector::store::Writer<ConfigMap>,
     reflector::store::Writer<Secret>,
 );
+
+/// A kind pods read from the node's shared watches: ConfigMap or Secret.
+pub trait Source:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + k8s_openapi::serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The kind as upstream's messages name it (`configmap`, `secret`).
+    const KIND: &'static str;
+
+    /// The store of this kind in `sources`.
+    fn store(sources: &Sources) -> &Store<Self>;
+
+    /// The object's keys and values (a ConfigMap's `data` and `binaryData`, a Secret's `data`).
+    fn entries(&self) -> HashMap<String, Vec<u8>>;
+}
+
+impl Source for ConfigMap {
+    const KIND: &'static str = "configmap";
+
+    fn store(sources: &Sources) -> &Store<Self> {
+        &sources.config_maps
+    }
+
+    fn entries(&self) -> HashMap<String, Vec<u8>> {
+        let text = self.data.iter().flatten().map(|(k, v)| (k, v.as_bytes()));
+        let binary = self
+            .binary_data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k, &v.0[..]));
+        text.chain(binary)
+            .map(|(k, v)| (k.clone(), v.to_vec()))
+            .collect()
+    }
+}
+
+impl Source for Secret {
+    const KIND: &'static str = "secret";
+
+    fn store(sources: &Sources) -> &Store<Self> {
+        &sources.secrets
+    }
+
+    fn entries(&self) -> HashMap<String, Vec<u8>> {
+        self.data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect()
+    }
+}
 
 /// The node's shared view of ConfigMaps and Secrets, and of the volumes written from them.
 pub struct Sources {
@@ -46,6 +103,23 @@ impl Default for Sources {
     }
 }
 
+/// Keeps `writer` filled from a watch of every `K`.
+async fn reflect<K: Source>(client: kube::Client, writer: reflector::store::Writer<K>) {
+    reflector::reflector(
+        writer,
+        watcher(Api::<K>::all(client), watcher::Config::default())
+            .default_backoff()
+            .modify(|o: &mut K| o.meta_mut().managed_fields = None),
+    )
+    .for_each(|r| {
+        if let Err(e) = r {
+            tracing::debug!("failed to watch {}s: {e}", K::KIND);
+        }
+        futures::future::ready(())
+    })
+    .await
+}
+
 impl Sources {
     /// Keeps the stores filled from watches of all namespaces; runs until dropped (only the
     /// first call does anything).
@@ -55,71 +129,30 @@ impl Sources {
             let Some((cm_writer, secret_writer)) = writers else {
                 return;
             };
-            let config_maps = reflector::reflector(
-                cm_writer,
-                watcher(
-                    Api::<ConfigMap>::all(client.clone()),
-                    watcher::Config::default(),
-                )
-                .default_backoff()
-                .modify(|o: &mut ConfigMap| o.meta_mut().managed_fields = None),
-            );
-            let secrets = reflector::reflector(
-                secret_writer,
-                watcher(Api::<Secret>::all(client), watcher::Config::default())
-                    .default_backoff()
-                    .modify(|o: &mut Secret| o.meta_mut().managed_fields = None),
-            );
             tokio::join!(
-                config_maps.for_each(|r| async move {
-                    if let Err(e) = r {
-                        tracing::debug!("failed to watch configmaps: {e}");
-                    }
-                }),
-                secrets.for_each(|r| async move {
-                    if let Err(e) = r {
-                        tracing::debug!("failed to watch secrets: {e}");
-                    }
-                })
+                reflect(client.clone(), cm_writer),
+                reflect(client, secret_writer),
             );
         }
     }
 
-    /// A ConfigMap from the store; a miss is confirmed from the API when `confirm_miss` or
-    /// while the store is still loading (`None`: it does not exist).
-    pub async fn config_map(
+    /// A ConfigMap or Secret from its store; a miss is confirmed from the API when
+    /// `confirm_miss` or while the store is still loading (`None`: it does not exist).
+    pub async fn get<K: Source>(
         &self,
         client: &kube::Client,
         ns: &str,
         name: &str,
         confirm_miss: bool,
-    ) -> Result<Option<Arc<ConfigMap>>, kube::Error> {
-        if let Some(cm) = self.config_maps.get(&ObjectRef::new(name).within(ns)) {
-            return Ok(Some(cm));
+    ) -> Result<Option<Arc<K>>, kube::Error> {
+        let store = K::store(self);
+        if let Some(object) = store.get(&ObjectRef::new(name).within(ns)) {
+            return Ok(Some(object));
         }
-        if !confirm_miss && is_ready(&self.config_maps) {
+        if !confirm_miss && is_ready(store) {
             return Ok(None);
         }
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-        Ok(api.get_opt(name).await?.map(Arc::new))
-    }
-
-    /// A Secret from the store; a miss is confirmed from the API when `confirm_miss` or
-    /// while the store is still loading (`None`: it does not exist).
-    pub async fn secret(
-        &self,
-        client: &kube::Client,
-        ns: &str,
-        name: &str,
-        confirm_miss: bool,
-    ) -> Result<Option<Arc<Secret>>, kube::Error> {
-        if let Some(s) = self.secrets.get(&ObjectRef::new(name).within(ns)) {
-            return Ok(Some(s));
-        }
-        if !confirm_miss && is_ready(&self.secrets) {
-            return Ok(None);
-        }
-        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let api: Api<K> = Api::namespaced(client.clone(), ns);
         Ok(api.get_opt(name).await?.map(Arc::new))
     }
 

@@ -10,6 +10,7 @@
 use crate::atomic::{self, FileProjection, Payload};
 use crate::downward;
 use crate::pods::{blocking, PodRuntime};
+use crate::sources::Source;
 use berth_runtime::MountSpec;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
@@ -120,25 +121,6 @@ fn key_payload(
     Ok(payload)
 }
 
-fn config_map_data(cm: Option<&ConfigMap>) -> HashMap<String, Vec<u8>> {
-    let mut data: HashMap<String, Vec<u8>> = HashMap::new();
-    if let Some(cm) = cm {
-        for (k, v) in cm.data.iter().flatten() {
-            data.insert(k.clone(), v.clone().into_bytes());
-        }
-        for (k, v) in cm.binary_data.iter().flatten() {
-            data.insert(k.clone(), v.0.clone());
-        }
-    }
-    data
-}
-
-fn secret_data(s: Option<&Secret>) -> HashMap<String, Vec<u8>> {
-    s.and_then(|s| s.data.as_ref())
-        .map(|d| d.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect())
-        .unwrap_or_default()
-}
-
 fn mode(m: Option<i32>, default: u32) -> u32 {
     m.map_or(default, |m| m as u32)
 }
@@ -208,7 +190,9 @@ impl PodRuntime {
         aggregate(errors).map(|()| payload)
     }
 
-    async fn config_map_payload(
+    /// The files of a configMap or secret volume (or projection); `optional` ones may be
+    /// missing, or miss keys.
+    async fn key_source_payload<K: Source>(
         &self,
         confirm_miss: bool,
         ns: &str,
@@ -217,46 +201,26 @@ impl PodRuntime {
         default_mode: u32,
         optional: bool,
     ) -> Result<Payload, String> {
-        let cm = self
+        let object = self
             .sources
-            .config_map(&self.client, ns, name, confirm_miss)
+            .get::<K>(&self.client, ns, name, confirm_miss)
             .await
             .map_err(|e| e.to_string())?;
-        if cm.is_none() && !optional {
-            return Err(format!("configmap {name:?} not found"));
+        if object.is_none() && !optional {
+            return Err(format!("{} {name:?} not found", K::KIND));
         }
+        // Upstream's messages for an item whose key does not exist.
+        let missing_key = if K::KIND == "configmap" {
+            "configmap references non-existent config key"
+        } else {
+            "references non-existent secret key"
+        };
         key_payload(
-            &config_map_data(cm.as_deref()),
+            &object.map(|o| o.entries()).unwrap_or_default(),
             items,
             default_mode,
             optional,
-            "configmap references non-existent config key",
-        )
-    }
-
-    async fn secret_payload(
-        &self,
-        confirm_miss: bool,
-        ns: &str,
-        name: &str,
-        items: Option<&[KeyToPath]>,
-        default_mode: u32,
-        optional: bool,
-    ) -> Result<Payload, String> {
-        let s = self
-            .sources
-            .secret(&self.client, ns, name, confirm_miss)
-            .await
-            .map_err(|e| e.to_string())?;
-        if s.is_none() && !optional {
-            return Err(format!("secret {name:?} not found"));
-        }
-        key_payload(
-            &secret_data(s.as_deref()),
-            items,
-            default_mode,
-            optional,
-            "references non-existent secret key",
+            missing_key,
         )
     }
 
@@ -272,7 +236,7 @@ impl PodRuntime {
         let ns = pod.namespace().unwrap_or_else(|| "default".into());
         if let Some(cm) = &v.config_map {
             return Some(
-                self.config_map_payload(
+                self.key_source_payload::<ConfigMap>(
                     confirm_miss,
                     &ns,
                     &cm.name,
@@ -285,7 +249,7 @@ impl PodRuntime {
         }
         if let Some(s) = &v.secret {
             return Some(
-                self.secret_payload(
+                self.key_source_payload::<Secret>(
                     confirm_miss,
                     &ns,
                     s.secret_name.as_deref().unwrap_or_default(),
@@ -309,7 +273,7 @@ impl PodRuntime {
         let mut errors = Vec::new();
         for source in p.sources.iter().flatten() {
             let part = if let Some(cm) = &source.config_map {
-                self.config_map_payload(
+                self.key_source_payload::<ConfigMap>(
                     confirm_miss,
                     &ns,
                     &cm.name,
@@ -319,7 +283,7 @@ impl PodRuntime {
                 )
                 .await
             } else if let Some(s) = &source.secret {
-                self.secret_payload(
+                self.key_source_payload::<Secret>(
                     confirm_miss,
                     &ns,
                     &s.name,
