@@ -6,7 +6,7 @@ for pair in curl:curl sqlite3:sqlite3 etcd:etcd-server kubectl:kubectl hyperfine
     crun:crun runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
     /bin/busybox:busybox-static ip:iproute2 nft:nftables \
     /usr/bin/docker-registry:docker-registry skopeo:skopeo /usr/bin/time:time \
-    /usr/sbin/nginx:nginx wrk:wrk; do
+    /usr/sbin/nginx:nginx wrk:wrk /usr/sbin/dnsmasq:dnsmasq-base; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     if [ "${cmd#/}" != "$cmd" ]; then [ -e "$cmd" ] || need="$need $pkg"
     else command -v "$cmd" >/dev/null 2>&1 || need="$need $pkg"; fi
