@@ -319,11 +319,6 @@ impl Controller {
             None => Vec::new(),
         };
         let reference = pdb.object_ref(&());
-        if selected.is_empty() {
-            self.events
-                .normal(&reference, "NoPods", "No matching pods found".into())
-                .await;
-        }
         let now = Utc::now();
         let old = pdb.status.clone().unwrap_or_default();
         let generation = pdb.metadata.generation;
@@ -392,6 +387,12 @@ impl Controller {
             }
         }
         if pdb.status.as_ref() != Some(&status) {
+            // Said when the status changes, not on every look at the budget.
+            if selected.is_empty() {
+                self.events
+                    .normal(&reference, "NoPods", "No matching pods found".into())
+                    .await;
+            }
             let mut updated = (*pdb).clone();
             updated.metadata.managed_fields = None;
             updated.status = Some(status);

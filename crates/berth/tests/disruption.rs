@@ -482,6 +482,7 @@ fn drain_honours_budgets(c: &Cluster) {
         || pdb_status(c, "web") == (2, 1, 2, 1),
     );
 
+    let started = Instant::now();
     let out = c.kubectl_output(
         &[
             "drain",
@@ -494,6 +495,10 @@ fn drain_honours_budgets(c: &Cluster) {
     );
     let text = combined(&out);
     assert!(out.status.success(), "drain failed:\n{text}");
+    eprintln!(
+        "kubectl drain of two pods under minAvailable 1 took {:?}",
+        started.elapsed()
+    );
     assert!(text.contains("evicting pod default/web-"), "{text}");
     // The two evictions go at once: the budget lets one through and holds the other back
     // until the replacement is Ready.
