@@ -819,11 +819,8 @@ async fn run_exec(mut conn: Conn, opts: StreamOptions, mut exec: berth_runtime::
     let std_cmd = std::mem::replace(&mut exec.command, std::process::Command::new("true"));
     let mut cmd = tokio::process::Command::from(std_cmd);
     let tty = opts.tty;
-    if tty {
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-    } else {
+    // A terminal exec's stdio is the runtime command's business (see `ExecCommand`).
+    if !tty {
         cmd.stdin(if opts.stdin {
             std::process::Stdio::piped()
         } else {
@@ -832,7 +829,10 @@ async fn run_exec(mut conn: Conn, opts: StreamOptions, mut exec: berth_runtime::
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     }
-    let mut child = match cmd.kill_on_drop(true).spawn() {
+    let spawned = cmd.kill_on_drop(true).spawn();
+    // Our copies of the child's stdio (a terminal's other side) must not outlive it.
+    drop(cmd);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             out.finish(failure_status(&format!("failed to run the runtime: {e}")))

@@ -14,10 +14,13 @@
 //! group (both runtimes start it in a session of its own) after checking it still lives in
 //! the container's pid namespace.
 //!
-//! With [`ExecSpec::tty`] the process gets a terminal: the command carries the runtime's
-//! `--console-socket`, and [`ExecCommand::receive_terminal`] takes the pty's master the
-//! runtime hands over (the runtime's own stdio is then unused). crun only: runc's
-//! non-detached exec proxies a terminal through its own stdio instead.
+//! With [`ExecSpec::tty`] the process gets a terminal, and [`ExecCommand::receive_terminal`]
+//! gives the master side to talk to it through. crun: the command carries the runtime's
+//! `--console-socket`, and the master is the pty the runtime hands over (the runtime's own
+//! stdio is unused). runc: its non-detached exec ignores a console socket and relays the
+//! container's terminal through its own stdio, which must itself be a terminal; so runc runs
+//! on a pty of ours (raw, its controlling terminal, so a window size set on our master reaches
+//! runc as SIGWINCH and runc resizes the container's terminal), and our master is the one.
 
 use std::fs;
 use std::io::Read;
@@ -71,7 +74,9 @@ pub struct ExecOutput {
 /// process inside the container. Dropping it removes its files from the bundle.
 #[derive(Debug)]
 pub struct ExecCommand {
-    /// `crun|runc --root R --log L exec --process P --pid-file F <id>`.
+    /// `crun|runc --root R --log L exec --process P --pid-file F <id>`. For a terminal
+    /// exec its stdio is set (null, or runc's pty): take it out, spawn it and drop it, so the
+    /// terminal ends with the process.
     pub command: Command,
     id: String,
     process_file: PathBuf,
@@ -80,7 +85,17 @@ pub struct ExecCommand {
     /// The container init's pid namespace (to recognise the exec'd process).
     pid_namespace: Option<PathBuf>,
     seen: Mutex<Option<Seen>>,
-    console: Option<crate::console::ConsoleSocket>,
+    terminal: Terminal,
+}
+
+/// Where a terminal exec's master comes from.
+#[derive(Debug)]
+enum Terminal {
+    None,
+    /// crun hands it over on this socket.
+    ConsoleSocket(crate::console::ConsoleSocket),
+    /// runc runs on a pty of ours: its master (taken once).
+    HostPty(Mutex<Option<std::os::fd::OwnedFd>>),
 }
 
 static EXEC_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -251,12 +266,12 @@ impl ExecCommand {
         timeout: Duration,
         gave_up: impl Fn() -> bool,
     ) -> std::io::Result<std::os::fd::OwnedFd> {
-        match &self.console {
-            Some(c) => c.receive(timeout, gave_up),
-            None => Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "the exec has no terminal",
-            )),
+        let none =
+            || std::io::Error::new(std::io::ErrorKind::InvalidInput, "the exec has no terminal");
+        match &self.terminal {
+            Terminal::ConsoleSocket(c) => c.receive(timeout, gave_up),
+            Terminal::HostPty(master) => master.lock().map_err(|_| none())?.take().ok_or_else(none),
+            Terminal::None => Err(none()),
         }
     }
 }
@@ -266,6 +281,39 @@ impl Drop for ExecCommand {
         for f in [&self.process_file, &self.pid_file, &self.log_file] {
             let _ = fs::remove_file(f);
         }
+    }
+}
+
+/// Gives `command` a new pseudo-terminal as its stdio and controlling terminal (raw: the
+/// process on it does its own line editing); returns the master.
+fn host_pty(command: &mut Command) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::termios;
+    let pty = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
+    let mut mode = termios::tcgetattr(&pty.slave).map_err(std::io::Error::from)?;
+    termios::cfmakeraw(&mut mode);
+    termios::tcsetattr(&pty.slave, termios::SetArg::TCSANOW, &mode)
+        .map_err(std::io::Error::from)?;
+    command
+        .stdin(Stdio::from(pty.slave.try_clone()?))
+        .stdout(Stdio::from(pty.slave.try_clone()?))
+        .stderr(Stdio::from(pty.slave));
+    set_controlling_terminal(command);
+    Ok(pty.master)
+}
+
+/// Makes the child a session leader whose controlling terminal is its stdin.
+#[allow(unsafe_code)]
+fn set_controlling_terminal(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and calls only setsid(2)
+    // and ioctl(2), which are async-signal-safe; it touches no memory of the parent's.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
@@ -297,14 +345,6 @@ impl ContainerManager {
     /// Prepares the runtime command that runs `spec` inside running container `id`.
     pub fn exec_command(&self, id: &str, spec: &ExecSpec) -> Result<ExecCommand, ContainerError> {
         let meta = self.meta(id)?;
-        if spec.tty && meta.runtime == crate::runtime::RuntimeKind::Runc {
-            // runc's non-detached exec ignores --console-socket and proxies the terminal
-            // through its own stdio, which must itself be a terminal.
-            return Err(exec_err(
-                id,
-                "a terminal (tty) exec needs crun: runc's exec proxies its own terminal",
-            ));
-        }
         if spec.args.is_empty() {
             return Err(exec_err(id, "no command given"));
         }
@@ -341,13 +381,25 @@ impl ContainerManager {
             .arg(&process_file)
             .arg("--pid-file")
             .arg(&pid_file);
-        let console = if spec.tty {
-            let socket = crate::console::ConsoleSocket::bind(&self.console_dir())
-                .map_err(|e| exec_err(id, format!("failed to make a console socket: {e}")))?;
-            command.arg("--console-socket").arg(socket.path());
-            Some(socket)
-        } else {
-            None
+        let terminal = match (spec.tty, meta.runtime) {
+            (false, _) => Terminal::None,
+            (true, crate::runtime::RuntimeKind::Runc) => {
+                command.arg("--tty");
+                let master = host_pty(&mut command)
+                    .map_err(|e| exec_err(id, format!("failed to make a terminal: {e}")))?;
+                Terminal::HostPty(Mutex::new(Some(master)))
+            }
+            (true, _) => {
+                let socket = crate::console::ConsoleSocket::bind(&self.console_dir())
+                    .map_err(|e| exec_err(id, format!("failed to make a console socket: {e}")))?;
+                command.arg("--console-socket").arg(socket.path());
+                // The runtime's own stdio carries nothing.
+                command
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                Terminal::ConsoleSocket(socket)
+            }
         };
         command.arg(id).current_dir("/");
         Ok(ExecCommand {
@@ -358,7 +410,7 @@ impl ContainerManager {
             log_file,
             pid_namespace: fs::read_link(format!("/proc/{pid}/ns/pid")).ok(),
             seen: Mutex::new(None),
-            console,
+            terminal,
         })
     }
 

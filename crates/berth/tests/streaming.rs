@@ -342,18 +342,7 @@ fn exec_cases(pc: &PodCluster, spdy: bool) {
     );
 
     // A terminal, through a pseudo-terminal on our side too.
-    let mut tty = Command::new("python3");
-    tty.args(["-c", TTY_SESSION])
-        .env("KUBECONFIG", c.kubeconfig());
-    if spdy {
-        tty.env(SPDY_ENV.0, SPDY_ENV.1);
-    }
-    let out = tty.output().expect("python3");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = tty_session(c, spdy);
     assert!(text.contains("42"), "spdy {spdy}: {text}");
     assert!(text.contains("/dev/pts/"), "spdy {spdy}: {text}");
     assert!(
@@ -382,6 +371,69 @@ fn md5_of(data: &[u8]) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// Runs [`TTY_SESSION`] (`kubectl exec -it web -- sh` through a pseudo-terminal); its output
+/// and stderr.
+fn tty_session(c: &common::Cluster, spdy: bool) -> String {
+    let mut tty = Command::new("python3");
+    tty.args(["-c", TTY_SESSION])
+        .env("KUBECONFIG", c.kubeconfig());
+    if spdy {
+        tty.env(SPDY_ENV.0, SPDY_ENV.1);
+    }
+    let out = tty.output().expect("python3");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn terminal_exec_under_runc() {
+    let Some(pc) = PodCluster::start("stream-runc", 186, "btsrunc", "runc") else {
+        return;
+    };
+    let c = &pc.c;
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  nodeName: stream-runc
+  terminationGracePeriodSeconds: 1
+  containers: [{name: web, image: busybox:latest, command: ["sleep", "3600"]}]
+"#,
+    );
+    c.kubectl(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
+    let (code, out, err) = kubectl_run(
+        &pc,
+        &["exec", "web", "--", "sh", "-c", "echo out; exit 4"],
+        b"",
+    );
+    assert_eq!((code, out.as_str()), (4, "out\n"), "{err}");
+    for spdy in [false, true] {
+        let text = tty_session(c, spdy);
+        assert!(text.contains("42"), "spdy {spdy}: {text}");
+        assert!(text.contains("/dev/pts/"), "spdy {spdy}: {text}");
+        assert!(
+            text.contains("33 111"),
+            "spdy {spdy}: the resized terminal: {text}"
+        );
+        assert!(text.contains("EXIT 5"), "spdy {spdy}: {text}");
+    }
+    let uids: Vec<String> = c
+        .kubectl(&["get", "pods", "-o", "jsonpath={.items[*].metadata.uid}"])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    c.kubectl(&["delete", "pods", "--all", "--wait=true", "--timeout=60s"]);
+    c.eventually("nothing left", Duration::from_secs(20), || {
+        leftovers(c.dir.path(), &pc.bridge, &uids).is_empty()
+    });
 }
 
 #[test]
