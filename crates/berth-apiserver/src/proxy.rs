@@ -16,9 +16,7 @@ use http::{header, HeaderMap, Method, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::DigitallySignedStruct;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -76,9 +74,10 @@ impl NodeDialer {
             .with_client_auth_cert(certs.clone(), key.clone_key())
             .map_err(|e| bad(&e))?;
         verified.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let mut self_signed = builder()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider.clone())))
+        // Nodes that announce a self-signed endpoint certificate (see the README's "Not
+        // done yet"): any certificate whose handshake signatures hold.
+        let mut self_signed = berth_tls::insecure_client_builder()
+            .map_err(|e| bad(&e))?
             .with_client_auth_cert(certs, key)
             .map_err(|e| bad(&e))?;
         self_signed.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -86,56 +85,6 @@ impl NodeDialer {
             verified: Arc::new(verified),
             self_signed: Arc::new(self_signed),
         })
-    }
-}
-
-/// Accepts any certificate (whose handshake signatures hold): for nodes that announce a
-/// self-signed endpoint certificate (see the README's "Not done yet").
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
