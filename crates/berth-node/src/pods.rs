@@ -19,6 +19,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use serde_json::{json, Value};
@@ -870,8 +871,11 @@ impl PodRuntime {
                 .await,
             );
         }
-        // Running pods' configMap, secret, downwardAPI and projected volumes follow their sources.
-        self.refresh_volumes(pod).await;
+        // Running pods' configMap, secret, downwardAPI and projected volumes follow their
+        // sources: refreshed when one changed, no volume work otherwise.
+        if self.sources.take_stale(pod) {
+            self.refresh_volumes(pod).await;
+        }
         let previous = pod
             .status
             .as_ref()
@@ -947,8 +951,27 @@ pub async fn run(
             }
         })
     };
-    Controller::new(pods, watcher::Config::default().fields(&selector))
+    let controller = Controller::new(pods, watcher::Config::default().fields(&selector));
+    // A ConfigMap or Secret that changed syncs the pods whose volumes read it, which
+    // refresh those volumes.
+    let source_changes = {
+        let (rt, pods) = (runtime.clone(), controller.store());
+        runtime.sources.changes().flat_map(move |change| {
+            let due: Vec<ObjectRef<Pod>> = pods
+                .state()
+                .iter()
+                .filter(|p| crate::volumes::mounts_source(p, &change))
+                .map(|p| {
+                    rt.sources.mark_stale(&p.uid().unwrap_or_default());
+                    ObjectRef::from_obj(p.as_ref())
+                })
+                .collect();
+            futures::stream::iter(due)
+        })
+    };
+    controller
         .reconcile_on(wakeups)
+        .reconcile_on(source_changes)
         .graceful_shutdown_on(shutdown)
         .run(
             |pod: Arc<Pod>, rt: Arc<PodRuntime>| async move { rt.sync(&pod).await },

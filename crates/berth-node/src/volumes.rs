@@ -1,8 +1,8 @@
 //! A pod's volumes on the node and its containers' mounts of them. configMap, secret,
 //! downwardAPI and projected volumes are written by the atomic writer (secret and projected
 //! ones on a tmpfs, as upstream) and mounted read-only; while the pod runs they are compared
-//! with their sources every sync (ConfigMaps and Secrets from the node's shared watch, labels
-//! and annotations from the pod) and rewritten in one swap when they changed. emptyDir is a
+//! with their sources when one changes (a ConfigMap or Secret event from the node's shared
+//! watch, or new pod labels or annotations) and rewritten in one swap when they differ. emptyDir is a
 //! directory, or a tmpfs for `medium: Memory`; hostPath is the host's path. `subPath` and
 //! `subPathExpr` mounts are safe bind mounts (they keep what they saw, as upstream). Also the
 //! `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` files containers mount.
@@ -10,7 +10,7 @@
 use crate::atomic::{self, FileProjection, Payload};
 use crate::downward;
 use crate::pods::{blocking, PodRuntime};
-use crate::sources::Source;
+use crate::sources::{Source, SourceChange};
 use berth_runtime::MountSpec;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
@@ -67,6 +67,31 @@ fn backing(v: &Volume) -> Option<Backing> {
             .as_ref()
             .map(|h| Backing::HostPath(h.path.clone()))
     }
+}
+
+/// Whether one of `pod`'s configMap, secret or projected volumes reads `change`'s object.
+pub(crate) fn mounts_source(pod: &Pod, change: &SourceChange) -> bool {
+    if pod.namespace().unwrap_or_default() != change.namespace {
+        return false;
+    }
+    let config_map = |name: &str| (ConfigMap::KIND, name.to_string());
+    let secret = |name: &str| (Secret::KIND, name.to_string());
+    let mut read = Vec::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        read.extend(v.config_map.as_ref().map(|c| config_map(&c.name)));
+        read.extend(
+            v.secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref())
+                .map(secret),
+        );
+        for p in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            read.extend(p.config_map.as_ref().map(|c| config_map(&c.name)));
+            read.extend(p.secret.as_ref().map(|s| secret(&s.name)));
+        }
+    }
+    read.iter()
+        .any(|(kind, name)| *kind == change.kind && *name == change.name)
 }
 
 /// Upstream's aggregate error text: the one message, or `[a, b]`.
@@ -430,7 +455,8 @@ impl PodRuntime {
 
     /// Rewrites the configMap, secret, downwardAPI and projected volumes of a pod whose
     /// sources changed since they were written (only volumes already set up; a source that
-    /// cannot be read now leaves the volume as it is, as upstream).
+    /// cannot be read now leaves the volume as it is, as upstream). Called when a source
+    /// changed (see [`crate::sources::Sources::take_stale`]), not on every sync.
     pub(crate) async fn refresh_volumes(&self, pod: &Pod) {
         let uid = pod.uid().unwrap_or_default();
         for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
