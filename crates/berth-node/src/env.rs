@@ -125,9 +125,7 @@ impl PodRuntime {
             invalid.join(", "),
             pod.namespace().unwrap_or_else(|| "default".into()),
         );
-        crate::events::record(
-            &self.client,
-            &self.node_name,
+        self.record(
             pod,
             &c.name,
             "Warning",

@@ -3,6 +3,9 @@
 //! init containers in order and then the containers through the shim-owned runtime, restarts
 //! them per `restartPolicy` with upstream's back-off, reports status, and on deletion stops
 //! everything (stop signal, grace period, SIGKILL), removes what it made and deletes the pod.
+//! As upstream's kubelet, a pod is synced on events — its watch, a relist of the node's
+//! containers every second (started, exited), probe verdicts, its ConfigMaps and Secrets —
+//! every second while it is on its way, and once a minute when settled.
 //! Every fact lives in the kernel or on disk, so a restarted agent picks up where it was.
 
 use crate::podstatus::{pod_status, ContainerObservation, ContainerState};
@@ -519,16 +522,7 @@ impl PodRuntime {
                         ("Created", format!("Created container {}", c.name)),
                         ("Started", format!("Started container {}", c.name)),
                     ] {
-                        crate::events::record(
-                            &self.client,
-                            &self.node_name,
-                            pod,
-                            &c.name,
-                            "Normal",
-                            reason,
-                            &message,
-                        )
-                        .await;
+                        self.record(pod, &c.name, "Normal", reason, &message).await;
                     }
                 }
                 // The image's events and pull back-off are kept by `images`.
@@ -549,16 +543,7 @@ impl PodRuntime {
                         } else {
                             "Failed"
                         };
-                        crate::events::record(
-                            &self.client,
-                            &self.node_name,
-                            pod,
-                            &c.name,
-                            "Warning",
-                            event,
-                            &text,
-                        )
-                        .await;
+                        self.record(pod, &c.name, "Warning", event, &text).await;
                     }
                     self.start_failures.record(&key, waiting.clone());
                     obs.state = waiting;
@@ -620,16 +605,8 @@ impl PodRuntime {
                 "Back-off restarting failed container {} in pod {pod_desc}",
                 c.name
             );
-            crate::events::record(
-                &self.client,
-                &self.node_name,
-                pod,
-                &c.name,
-                "Warning",
-                "BackOff",
-                &message,
-            )
-            .await;
+            self.record(pod, &c.name, "Warning", "BackOff", &message)
+                .await;
         }
         ContainerState::Waiting {
             reason: "CrashLoopBackOff".into(),
@@ -666,16 +643,8 @@ impl PodRuntime {
         if let Some(spec) = &pod.spec {
             for c in &spec.containers {
                 let message = format!("Stopping container {}", c.name);
-                crate::events::record(
-                    &self.client,
-                    &self.node_name,
-                    pod,
-                    &c.name,
-                    "Normal",
-                    "Killing",
-                    &message,
-                )
-                .await;
+                self.record(pod, &c.name, "Normal", "Killing", &message)
+                    .await;
             }
         }
         // Each running container runs its preStop hook and gets its stop signal within the
@@ -901,7 +870,83 @@ impl PodRuntime {
             .await
             .map_err(|e| err("report the status", &name, e))?;
         }
-        Ok(Action::requeue(Duration::from_secs(1)))
+        // A pod whose containers all run (or that finished) changes only on events: the
+        // relist sees its containers exit, the prober its verdicts, the watches its spec and
+        // sources; it is synced again at the resync period. Anything on its way (starting,
+        // pulling, backing off, initializing) is looked at again in a second.
+        let all_running = obs
+            .iter()
+            .all(|o| matches!(o.state, ContainerState::Running { .. }));
+        let settled = terminal || (initialized && all_running);
+        Ok(Action::requeue(if settled {
+            RESYNC_PERIOD
+        } else {
+            Duration::from_secs(1)
+        }))
+    }
+}
+
+/// How often the node's containers are listed to notice their state changes (upstream's
+/// PLEG relist period): the shims write exits to disk, nothing pushes them.
+const RELIST_PERIOD: Duration = Duration::from_secs(1);
+
+/// How often a settled pod is synced without an event (upstream's kubelet `syncFrequency`).
+const RESYNC_PERIOD: Duration = Duration::from_secs(60);
+
+/// Upstream's pod lifecycle event generator, relisting: once per [`RELIST_PERIOD`] it reads
+/// every container's state (files and `/proc`, no runtime call) and sends the pods whose
+/// containers changed (started, exited, appeared, went) to the pod worker.
+async fn relist(
+    runtime: Arc<PodRuntime>,
+    pods: kube::runtime::reflector::Store<Pod>,
+    changed: futures::channel::mpsc::UnboundedSender<ObjectRef<Pod>>,
+) {
+    let mut seen: HashMap<String, &'static str> = HashMap::new();
+    let mut tick = tokio::time::interval(RELIST_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let containers = runtime.containers.clone();
+        let Ok(now) = blocking(move || {
+            containers
+                .list()
+                .into_iter()
+                .map(|id| {
+                    let state = match containers.status(&id) {
+                        Ok(ContainerStatus::Running { .. }) => "running",
+                        Ok(ContainerStatus::Exited { .. }) => "exited",
+                        Ok(ContainerStatus::Unknown { .. }) => "unknown",
+                        Err(_) => "unreadable",
+                    };
+                    (id, state)
+                })
+                .collect::<HashMap<String, &'static str>>()
+        })
+        .await
+        else {
+            continue;
+        };
+        // Container ids are `<pod uid>-<container>-<attempt>`.
+        let uid_of = |id: &str| id.get(..36).map(str::to_string);
+        let mut uids: std::collections::HashSet<String> = now
+            .iter()
+            .filter(|(id, state)| seen.get(*id) != Some(*state))
+            .filter_map(|(id, _)| uid_of(id))
+            .collect();
+        uids.extend(
+            seen.keys()
+                .filter(|id| !now.contains_key(*id))
+                .filter_map(|id| uid_of(id)),
+        );
+        seen = now;
+        if uids.is_empty() {
+            continue;
+        }
+        for pod in pods.state() {
+            if pod.uid().is_some_and(|u| uids.contains(&u)) {
+                let _ = changed.unbounded_send(ObjectRef::from_obj(pod.as_ref()));
+            }
+        }
     }
 }
 
@@ -969,9 +1014,13 @@ pub async fn run(
             futures::stream::iter(due)
         })
     };
+    // Containers that start or exit sync their pod.
+    let (relisted_tx, relisted) = futures::channel::mpsc::unbounded();
+    let relister = tokio::spawn(relist(runtime.clone(), controller.store(), relisted_tx));
     controller
         .reconcile_on(wakeups)
         .reconcile_on(source_changes)
+        .reconcile_on(relisted)
         .graceful_shutdown_on(shutdown)
         .run(
             |pod: Arc<Pod>, rt: Arc<PodRuntime>| async move { rt.sync(&pod).await },
@@ -984,6 +1033,7 @@ pub async fn run(
         .for_each(|_| async {})
         .await;
     janitor.abort();
+    relister.abort();
     sources.abort();
 }
 
