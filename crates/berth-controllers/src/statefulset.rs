@@ -339,6 +339,15 @@ pub fn claims_for(set: &StatefulSet, pod_name: &str) -> Vec<PersistentVolumeClai
         .collect()
 }
 
+/// Whether the claims of pods removed by a scale down are deleted with them.
+fn when_scaled_delete(set: &StatefulSet) -> bool {
+    spec_of(set)
+        .persistent_volume_claim_retention_policy
+        .and_then(|p| p.when_scaled)
+        .as_deref()
+        == Some("Delete")
+}
+
 fn nonzero(n: usize) -> Option<i32> {
     let n = i32::try_from(n).unwrap_or(i32::MAX);
     (n != 0).then_some(n)
@@ -617,7 +626,16 @@ impl Controller {
                         .await
                 }
                 Step::Delete(pod) => match owned.iter().find(|p| p.name_any() == pod) {
-                    Some(p) => self.delete_pod(&set, &pod_api, p, k).await,
+                    Some(p) => {
+                        let policy = policy_of(&set);
+                        let ordinal = ordinal_of(name, &pod).unwrap_or(-1);
+                        let condemned =
+                            ordinal < policy.start || ordinal >= policy.start + policy.replicas;
+                        if condemned && when_scaled_delete(&set) {
+                            self.give_claims_to(&set, p, k).await?;
+                        }
+                        self.delete_pod(&set, &pod_api, p, k).await
+                    }
                     None => Ok(()),
                 },
             };
@@ -820,6 +838,57 @@ impl Controller {
                 Err(Self::err("create a pod", k)(e))
             }
         }
+    }
+
+    /// Makes a condemned pod the owner of its claims instead of the set (`whenScaled:
+    /// Delete`), so they go with it.
+    async fn give_claims_to(&self, set: &StatefulSet, pod: &Pod, k: &str) -> Result<(), Error> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(
+            self.cache.client().clone(),
+            &set.namespace().unwrap_or_default(),
+        );
+        let owner = OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: pod.name_any(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            controller: None,
+            block_owner_deletion: None,
+        };
+        for claim in claims_for(set, &pod.name_any()) {
+            let Some(live) = api
+                .get_opt(&claim.name_any())
+                .await
+                .map_err(Self::err("get a claim", k))?
+            else {
+                continue;
+            };
+            let owned = live
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| r.uid == owner.uid);
+            if !owned {
+                pods::adopt(&api, &live, &owner)
+                    .await
+                    .map_err(Self::err("set the owner of a claim", k))?;
+            }
+            // A claim the set also owns (whenDeleted: Delete) would outlive the pod.
+            let set_uid = set.metadata.uid.clone().unwrap_or_default();
+            if live
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| r.uid == set_uid)
+            {
+                pods::release(&api, &live, &set_uid)
+                    .await
+                    .map_err(Self::err("release a claim", k))?;
+            }
+        }
+        Ok(())
     }
 
     async fn delete_pod(

@@ -115,6 +115,7 @@ fn statefulsets_and_daemonsets() {
     let c = &pc.c;
     statefulset_lifecycle(c);
     parallel_statefulset(c);
+    claims(c);
     daemonsets(c);
 }
 
@@ -294,6 +295,74 @@ fn parallel_statefulset(c: &Cluster) {
     assert_eq!(get(c, "sts/par", "{.status.readyReplicas}"), "");
     c.kubectl(&["delete", "sts", "par"]);
     c.eventually("par pods gone", WAIT, || pods(c, "par").is_empty());
+}
+
+const DATA: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: data}
+spec:
+  replicas: 2
+  podManagementPolicy: Parallel
+  serviceName: data
+  persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete, whenScaled: Delete}
+  selector: {matchLabels: {app: data}}
+  template:
+    metadata: {labels: {app: data}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{name: c, image: busybox:latest, command: ["sleep", "3600"]}]
+  volumeClaimTemplates:
+  - metadata: {name: disk}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+"#;
+
+/// The names of the PersistentVolumeClaims, sorted.
+fn claim_names(c: &Cluster) -> Vec<String> {
+    let mut v: Vec<String> = get(c, "pvc", "{.items[*].metadata.name}")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Claims from volumeClaimTemplates (berth provisions no storage: they stay Pending): one
+/// per pod, referenced by the pod, deleted on scale down and with the set as the retention
+/// policy says.
+fn claims(c: &Cluster) {
+    c.kubectl_stdin(&["apply", "-f", "-"], DATA);
+    c.eventually("a claim per pod", WAIT, || {
+        claim_names(c) == ["disk-data-0", "disk-data-1"] && pods(c, "data").len() == 2
+    });
+    assert_eq!(
+        get(
+            c,
+            "pod/data-1",
+            "{.spec.volumes[?(@.name==\"disk\")].persistentVolumeClaim.claimName}"
+        ),
+        "disk-data-1"
+    );
+    assert_eq!(get(c, "pvc/disk-data-0", "{.metadata.labels.app}"), "data");
+    c.kubectl(&["scale", "sts", "data", "--replicas=1"]);
+    let deadline = Instant::now() + WAIT;
+    while claim_names(c) != ["disk-data-0"] {
+        if Instant::now() > deadline {
+            panic!(
+                "the scaled-down pod's claim was not deleted:\n{}\n{}\n{}",
+                c.kubectl(&["get", "pvc", "-o", "yaml"]),
+                c.kubectl(&["get", "pods", "-l", "app=data", "-o", "wide"]),
+                c.kubectl(&["get", "events"])
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.kubectl(&["delete", "sts", "data"]);
+    c.eventually("the set's claims deleted with it", WAIT, || {
+        claim_names(c).is_empty() && pods(c, "data").is_empty()
+    });
 }
 
 /// Registers a Node without an agent (its pods stay Pending), Ready.
