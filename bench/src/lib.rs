@@ -1,6 +1,8 @@
 //! Shared pieces of the berth benchmarks: latency statistics, table printing, free ports,
 //! child processes killed by PID, starting a `berth server`, an unverified TLS `/readyz` probe,
 //! a `kube` client from the generated kubeconfig and reading a process's resident memory.
+//! [`load`]: an HTTP load client and a slow upstream; [`nginx`]: an nginx image from the
+//! host's Debian nginx.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub mod load;
+pub mod nginx;
 
 /// Latency percentiles of a set of samples.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,11 +1,13 @@
 //! Building test images in-process: layers with any entries (including whiteouts and
-//! deliberately malicious paths), OCI-layout and `docker save` tarballs, and a busybox
-//! image made from the host's `/bin/busybox` (Debian's `busybox-static`). Used by this
-//! crate's tests and by the node agent's; no registry is needed.
+//! deliberately malicious paths), OCI-layout and `docker save` tarballs, root filesystems
+//! assembled from the host's own files ([`HostRootfs`]: binaries with the shared libraries
+//! `ldd` lists, config files, directories), and a busybox image made from the host's
+//! `/bin/busybox` (Debian's `busybox-static`). Used by this crate's tests, the node agent's
+//! and the benchmarks (an nginx image from Debian's nginx); no registry is needed.
 //!
 //! Everything here builds tarballs in memory: test images are small.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
@@ -364,6 +366,202 @@ pub fn write_tar(out: &Path, dirs: &[&str], files: &[(String, Vec<u8>)]) -> io::
     b.into_inner()?.sync_all()
 }
 
+/// A root filesystem layer assembled from the host's files: each path lands at the same
+/// path in the layer with its host permissions, its parent directories created once
+/// (0755); binaries bring the shared libraries `ldd` lists (and the program interpreter).
+/// Symlinks among the host path's parents (`/lib` → `usr/lib` on merged-`/usr` hosts) are
+/// followed, so the layer holds plain directories.
+pub struct HostRootfs {
+    layer: LayerBuilder,
+    entries: BTreeSet<String>,
+}
+
+impl Default for HostRootfs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A host path as a layer path: without the leading `/`.
+fn layer_path(path: &Path) -> io::Result<String> {
+    let s = path.to_str().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{path:?} is not UTF-8"),
+        )
+    })?;
+    let s = s.trim_start_matches('/').trim_end_matches('/');
+    if s.is_empty() || s.split('/').any(|c| c == ".." || c == ".") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{path:?} is not a normal absolute path"),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+impl HostRootfs {
+    /// An empty root filesystem.
+    pub fn new() -> Self {
+        HostRootfs {
+            layer: LayerBuilder::new(),
+            entries: BTreeSet::new(),
+        }
+    }
+
+    /// The parent directories of `path` (a layer path) not yet in the layer.
+    fn parents(&mut self, path: &str) -> io::Result<()> {
+        let mut at = 0;
+        while let Some(i) = path[at..].find('/') {
+            let parent = &path[..at + i];
+            if self.entries.insert(parent.to_string()) {
+                self.layer.dir(parent, 0o755)?;
+            }
+            at += i + 1;
+        }
+        Ok(())
+    }
+
+    /// Whether `path` is new; creates its parents.
+    fn claim(&mut self, path: &str) -> io::Result<bool> {
+        self.parents(path)?;
+        Ok(self.entries.insert(path.to_string()))
+    }
+
+    /// A directory `path` (absolute) with `mode`; parents as needed.
+    pub fn dir(&mut self, path: &str, mode: u32) -> io::Result<&mut Self> {
+        let p = layer_path(Path::new(path))?;
+        if self.claim(&p)? {
+            self.layer.dir(&p, mode)?;
+        }
+        Ok(self)
+    }
+
+    /// A file `path` (absolute) with `mode` and `data`; parents as needed.
+    pub fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> io::Result<&mut Self> {
+        let p = layer_path(Path::new(path))?;
+        if self.claim(&p)? {
+            self.layer.file(&p, mode, data)?;
+        }
+        Ok(self)
+    }
+
+    /// A symlink `path` (absolute) → `target`; parents as needed.
+    pub fn symlink(&mut self, path: &str, target: &str) -> io::Result<&mut Self> {
+        let p = layer_path(Path::new(path))?;
+        if self.claim(&p)? {
+            self.layer.symlink(&p, target)?;
+        }
+        Ok(self)
+    }
+
+    /// The host's `path` at the same place: a file (a symlink given by name is followed)
+    /// with its mode, or a directory with everything under it (symlinks inside kept as
+    /// symlinks).
+    pub fn copy(&mut self, path: &Path) -> io::Result<&mut Self> {
+        let meta = std::fs::metadata(path)?;
+        let p = layer_path(path)?;
+        if meta.is_dir() {
+            self.copy_tree(path, &p, meta.permissions_mode())?;
+        } else if self.claim(&p)? {
+            self.layer.file_from(&p, meta.permissions_mode(), path)?;
+        }
+        Ok(self)
+    }
+
+    fn copy_tree(&mut self, src: &Path, dst: &str, mode: u32) -> io::Result<()> {
+        if self.claim(dst)? {
+            self.layer.dir(dst, mode)?;
+        }
+        let mut children: Vec<_> = std::fs::read_dir(src)?.collect::<io::Result<_>>()?;
+        children.sort_by_key(|e| e.file_name());
+        for e in children {
+            let name = e.file_name();
+            let name = name.to_str().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{name:?} is not UTF-8"),
+                )
+            })?;
+            let child = format!("{dst}/{name}");
+            let meta = std::fs::symlink_metadata(e.path())?;
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(e.path())?;
+                let target = target.to_str().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "symlink target is not UTF-8")
+                })?;
+                if self.claim(&child)? {
+                    self.layer.symlink(&child, target)?;
+                }
+            } else if meta.is_dir() {
+                self.copy_tree(&e.path(), &child, meta.permissions_mode())?;
+            } else if meta.is_file() && self.claim(&child)? {
+                self.layer
+                    .file_from(&child, meta.permissions_mode(), &e.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The host's executable `path` and every shared library it loads, at their paths.
+    pub fn binary(&mut self, path: &Path) -> io::Result<&mut Self> {
+        self.copy(path)?;
+        for lib in shared_libraries(path)? {
+            self.copy(&lib)?;
+        }
+        Ok(self)
+    }
+
+    /// The finished, uncompressed layer tar.
+    pub fn finish(self) -> io::Result<Vec<u8>> {
+        self.layer.finish()
+    }
+}
+
+/// Permission bits (with setuid/setgid/sticky) of file metadata.
+trait PermissionsMode {
+    fn permissions_mode(&self) -> u32;
+}
+
+impl PermissionsMode for std::fs::Metadata {
+    fn permissions_mode(&self) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        self.permissions().mode() & 0o7777
+    }
+}
+
+/// The shared libraries (absolute paths, the program interpreter included) that `ldd`
+/// lists for the host's `binary`; empty for a static binary.
+pub fn shared_libraries(binary: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+    let out = Command::new("ldd").arg(binary).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // `ldd` fails with "not a dynamic executable" for static binaries.
+        if text.contains("not a dynamic executable")
+            || String::from_utf8_lossy(&out.stderr).contains("not a dynamic executable")
+        {
+            return Ok(Vec::new());
+        }
+        return Err(io::Error::other(format!(
+            "`ldd {}` failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    // Lines are `name => /path (0x...)`, `/path (0x...)` (the interpreter) or
+    // `linux-vdso.so.1 (0x...)` (in the kernel, no file).
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = l.split_once("=>").map_or(l, |(_, p)| p.trim());
+            let path = path.split_whitespace().next()?;
+            path.starts_with('/')
+                .then(|| std::path::PathBuf::from(path))
+        })
+        .collect())
+}
+
 /// The busybox root filesystem layer: `/bin/busybox`, a symlink per applet in `/bin`,
 /// `/etc/passwd`, `/etc/group`, `/tmp` (1777) and empty mount points.
 pub fn busybox_layer() -> io::Result<Vec<u8>> {
@@ -380,21 +578,21 @@ pub fn busybox_layer() -> io::Result<Vec<u8>> {
         .collect();
     applets.sort_unstable();
     applets.dedup();
-    let mut l = LayerBuilder::new();
-    for d in ["bin", "dev", "etc", "proc", "root", "sys", "var"] {
+    let mut l = HostRootfs::new();
+    for d in ["/bin", "/dev", "/etc", "/proc", "/root", "/sys", "/var"] {
         l.dir(d, 0o755)?;
     }
-    l.dir("tmp", 0o1777)?;
-    l.file_from("bin/busybox", 0o755, busybox)?;
+    l.dir("/tmp", 0o1777)?;
+    l.binary(busybox)?;
     for a in applets {
-        l.symlink(&format!("bin/{a}"), "busybox")?;
+        l.symlink(&format!("/bin/{a}"), "busybox")?;
     }
     l.file(
-        "etc/passwd",
+        "/etc/passwd",
         0o644,
         b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
     )?;
-    l.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
+    l.file("/etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
     l.finish()
 }
 
