@@ -87,6 +87,8 @@ pub struct Objects {
     pub store: Arc<dyn Store>,
     /// Where Services get their cluster IPs.
     pub service_cidr: ServiceCidr,
+    /// The shared watch feeds of the collections being watched (the watch cache).
+    pub feeds: crate::watch::Feeds,
 }
 
 /// Now as upstream formats `metav1.Time`.
@@ -216,6 +218,7 @@ impl Objects {
         Objects {
             store,
             service_cidr,
+            feeds: crate::watch::Feeds::default(),
         }
     }
 

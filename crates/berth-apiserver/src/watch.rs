@@ -1,5 +1,11 @@
 //! Watch: streams ADDED/MODIFIED/DELETED (and BOOKMARK) events of a collection as
-//! newline-delimited JSON, with selectors, initial events, bookmarks and timeouts.
+//! newline-delimited JSON, with selectors, initial events, bookmarks and timeouts. Watchers
+//! of a collection share one feed of decoded events ([`cache`]); each event's line is
+//! encoded once for all of them, and a watcher sends the events ready at once in one chunk.
+
+mod cache;
+
+pub use cache::Feeds;
 
 use crate::handlers::{table_of, Body, Format};
 use crate::objects::{decode, ListQuery, Objects};
@@ -7,13 +13,16 @@ use crate::request::Query;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use berth_api::registry::ResourceInfo;
-use berth_store::{Event, Revision};
-use bytes::Bytes;
+use berth_store::{Event, Revision, WatchStream};
+use bytes::{Bytes, BytesMut};
+use cache::{Shared, Subscription};
 use futures::StreamExt;
 use http::{header, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -34,6 +43,27 @@ impl Filter {
         };
         name_ok && self.labels.matches(obj) && self.fields.matches(obj)
     }
+
+    /// True when every object matches (no name, no selectors).
+    fn everything(&self) -> bool {
+        self.name.is_none() && self.labels.is_empty() && self.fields.is_empty()
+    }
+}
+
+/// Most bytes of events gathered into one chunk of the response.
+const CHUNK: usize = 64 << 10;
+
+/// `{"type": kind, "object": object}` and a newline.
+fn encode_line(kind: &str, object: &Value) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        object: &'a Value,
+    }
+    let mut line = serde_json::to_vec(&Line { kind, object }).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
 }
 
 fn event_line(kind: &str, object: Value, r: &ResourceInfo, format: Format, q: &Query) -> Bytes {
@@ -51,9 +81,7 @@ fn event_line(kind: &str, object: Value, r: &ResourceInfo, format: Format, q: &Q
     } else {
         object
     };
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
+    encode_line(kind, &object)
 }
 
 fn bookmark(r: &ResourceInfo, revision: Revision, initial_end: bool) -> Value {
@@ -129,7 +157,7 @@ pub async fn serve(
     } else {
         start
     };
-    let mut stream = objects.store.watch(&prefix, start).await?;
+    let mut source = Source::start(&objects, r, &prefix, start).await?;
 
     let (tx, rx) = mpsc::channel::<Bytes>(128);
     let q = q.clone();
@@ -164,6 +192,13 @@ pub async fn serve(
         }
         let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
         ticker.tick().await;
+        let view = View {
+            r,
+            prefix: &prefix,
+            filter: &filter,
+            format,
+            q: &q,
+        };
         loop {
             tokio::select! {
                 _ = &mut deadline => return,
@@ -173,24 +208,45 @@ pub async fn serve(
                         return;
                     }
                 }
-                next = stream.next() => {
-                    let line = match next {
-                        None => return,
-                        Some(Err(e)) => {
-                            let err: ApiError = e.into();
-                            let _ = tx.send(event_line("ERROR", err.to_status(), r, format, &q)).await;
-                            return;
-                        }
-                        Some(Ok(event)) => {
-                            last = event.revision();
-                            match translate(r, &event, &filter) {
-                                Ok(Some((kind, obj))) => event_line(kind, obj, r, format, &q),
-                                Ok(None) => continue,
-                                Err(e) => event_line("ERROR", e.to_status(), r, format, &q),
+                next = source.next(&objects, r, &prefix, last) => {
+                    let mut chunk = BytesMut::new();
+                    let mut end = false;
+                    let mut item = next;
+                    // The first event, then those ready at once, up to a chunk.
+                    loop {
+                        match item {
+                            None => {
+                                end = true;
+                                break;
+                            }
+                            Some(Err(e)) => {
+                                chunk.extend_from_slice(&event_line("ERROR", e.to_status(), r, format, &q));
+                                end = true;
+                                break;
+                            }
+                            Some(Ok(item)) => {
+                                if item.revision() <= last {
+                                    // Already sent (a resubscription replays from `last`).
+                                } else {
+                                    last = item.revision();
+                                    if let Some(line) = view.line(&item) {
+                                        chunk.extend_from_slice(&line);
+                                    }
+                                }
                             }
                         }
-                    };
-                    if tx.send(line).await.is_err() {
+                        if chunk.len() >= CHUNK {
+                            break;
+                        }
+                        match source.ready() {
+                            Some(next) => item = Some(Ok(next)),
+                            None => break,
+                        }
+                    }
+                    if !chunk.is_empty() && tx.send(chunk.freeze()).await.is_err() {
+                        return;
+                    }
+                    if end {
                         return;
                     }
                 }
@@ -206,6 +262,151 @@ pub async fn serve(
         .header(header::CACHE_CONTROL, "no-cache, private")
         .body(BodyExt::boxed(body))
         .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Where a watcher's events come from: the collection's shared feed, or (starting below
+/// what the feed holds, or after falling behind it) the store's own watch.
+enum Source {
+    Feed {
+        backlog: VecDeque<Arc<Shared>>,
+        live: mpsc::Receiver<Arc<Shared>>,
+    },
+    Store(WatchStream),
+}
+
+/// One event for a watcher.
+enum Item {
+    Shared(Arc<Shared>),
+    Store(Event),
+}
+
+impl Item {
+    fn revision(&self) -> Revision {
+        match self {
+            Item::Shared(s) => s.revision,
+            Item::Store(e) => e.revision(),
+        }
+    }
+}
+
+impl Source {
+    /// Events of `prefix` after `after`: from the feed when it has them all, else the store.
+    async fn start(
+        objects: &Objects,
+        r: &'static ResourceInfo,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<Self, ApiError> {
+        Ok(
+            match objects.feeds.subscribe(&objects.store, r, after).await? {
+                Some(Subscription { backlog, live }) => Source::Feed {
+                    backlog: backlog.into(),
+                    live,
+                },
+                None => Source::Store(objects.store.watch(prefix, after).await?),
+            },
+        )
+    }
+
+    /// The next event; `None` when the watch ends. Cancel-safe: nothing is consumed
+    /// unless returned.
+    async fn next(
+        &mut self,
+        objects: &Objects,
+        r: &'static ResourceInfo,
+        prefix: &str,
+        last: Revision,
+    ) -> Option<Result<Item, ApiError>> {
+        loop {
+            match self {
+                Source::Feed { backlog, live } => {
+                    if let Some(shared) = backlog.pop_front() {
+                        return Some(Ok(Item::Shared(shared)));
+                    }
+                    if let Some(shared) = live.recv().await {
+                        return Some(Ok(Item::Shared(shared)));
+                    }
+                    // The feed ended or dropped this watcher as too slow: follow on from
+                    // `last`, from a (new) feed if it reaches back that far.
+                    match Source::start(objects, r, prefix, last).await {
+                        Ok(source) => *self = source,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                Source::Store(stream) => {
+                    return stream
+                        .next()
+                        .await
+                        .map(|e| e.map(Item::Store).map_err(ApiError::from))
+                }
+            }
+        }
+    }
+
+    /// An event ready without waiting, from the feed.
+    fn ready(&mut self) -> Option<Item> {
+        match self {
+            Source::Feed { backlog, live } => backlog
+                .pop_front()
+                .or_else(|| live.try_recv().ok())
+                .map(Item::Shared),
+            Source::Store(_) => None,
+        }
+    }
+}
+
+/// How one watcher sees events: its collection, selectors and format.
+struct View<'a> {
+    r: &'static ResourceInfo,
+    /// The watched namespace's prefix (the feed carries every namespace).
+    prefix: &'a str,
+    filter: &'a Filter,
+    format: Format,
+    q: &'a Query,
+}
+
+impl View<'_> {
+    /// The watch line of `item` for this watcher, if it sees the event.
+    fn line(&self, item: &Item) -> Option<Bytes> {
+        let (r, format, q) = (self.r, self.format, self.q);
+        match item {
+            Item::Store(event) => match translate(r, event, self.filter) {
+                Ok(Some((kind, obj))) => Some(event_line(kind, obj, r, format, q)),
+                Ok(None) => None,
+                Err(e) => Some(event_line("ERROR", e.to_status(), r, format, q)),
+            },
+            Item::Shared(shared) => {
+                if !shared.key.starts_with(self.prefix) {
+                    return None;
+                }
+                let object = match &shared.object {
+                    Ok(object) => object,
+                    Err(_) => return Some(shared.line()),
+                };
+                let kind = if self.filter.everything() {
+                    shared.kind
+                } else if shared.kind == "DELETED" {
+                    self.filter.matches(object).then_some("DELETED")?
+                } else {
+                    let old_match = shared.has_prev()
+                        && shared
+                            .prev_object(r)
+                            .is_some_and(|p| self.filter.matches(p));
+                    match (old_match, self.filter.matches(object)) {
+                        (true, true) => "MODIFIED",
+                        (false, true) => "ADDED",
+                        (true, false) => "DELETED",
+                        (false, false) => return None,
+                    }
+                };
+                if kind == shared.kind && format != Format::Table {
+                    Some(shared.line())
+                } else {
+                    Some(event_line(kind, object.clone(), r, format, q))
+                }
+            }
+        }
+    }
 }
 
 /// Maps a store event to a watch event, as seen through the selectors: an object that
