@@ -93,6 +93,7 @@ fn main() -> anyhow::Result<()> {
     let ports = Ports {
         api: server.port,
         kubelet: kubelet_port.parse()?,
+        server_pid: server.proc.pid(),
     };
     let result = run(&args, &data, &kubeconfig, ports);
     let _ = kubectl(
@@ -119,11 +120,12 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The server's API port and its node endpoint's port.
+/// The server's API port, its node endpoint's port and its pid.
 #[derive(Clone, Copy)]
 struct Ports {
     api: u16,
     kubelet: u16,
+    server_pid: u32,
 }
 
 fn run(args: &Args, data: &Path, kubeconfig: &Path, ports: Ports) -> anyhow::Result<()> {
@@ -306,12 +308,24 @@ spec:
     let want = args.mib * 1024 * 1024;
     let (mut forwarded, mut direct) = (Vec::new(), Vec::new());
     let mut failure = None;
+    // CPU seconds kubectl and the server spend on the forwarded downloads (who is the limit).
+    let (mut kubectl_cpu, mut server_cpu, mut forwarded_secs) =
+        (Duration::ZERO, Duration::ZERO, 0.0);
     for _ in 0..args.downloads {
-        match (
-            download(("127.0.0.1", local), want),
-            download((pod_ip.as_str(), 8080), want),
-        ) {
+        let cpu = || -> anyhow::Result<(Duration, Duration)> {
+            Ok((
+                berth_bench::cpu_time(pf.id())?,
+                berth_bench::cpu_time(ports.server_pid)?,
+            ))
+        };
+        let before = cpu()?;
+        let a = download(("127.0.0.1", local), want);
+        let after = cpu()?;
+        kubectl_cpu += after.0.saturating_sub(before.0);
+        server_cpu += after.1.saturating_sub(before.1);
+        match (a, download((pod_ip.as_str(), 8080), want)) {
             (Ok(a), Ok(b)) => {
+                forwarded_secs += want as f64 / 1e6 / a;
                 forwarded.push(a);
                 direct.push(b);
             }
@@ -405,6 +419,12 @@ spec:
     }
     b.row(vec!["crun exec <container> true".into(), ms(r.p50)]);
     println!("{}", b.render());
+    println!(
+        "port-forward downloads: {forwarded_secs:.2} s in all; CPU meanwhile: kubectl \
+         port-forward {:.2} s, berth server (API server + node) {:.2} s (2 cores).\n",
+        kubectl_cpu.as_secs_f64(),
+        server_cpu.as_secs_f64()
+    );
     println!(
         "{} exec round trips each, interleaved; {} downloads each (median), HTTP/1.0 from busybox \
          httpd; port-forward is kubectl's default (SPDY tunnelled in a WebSocket) through the \
