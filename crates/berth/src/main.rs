@@ -116,6 +116,9 @@ struct NodeArgs {
     /// one machine).
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// Most pods this node runs (its `pods` capacity), as kubelet's `--max-pods`.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
     /// The cluster domain the node's DNS server answers for and pods search.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
@@ -411,6 +414,7 @@ fn node_agent(
     let pods = pod_runtime(args, data_dir, client.clone(), &node_name)?;
     let mut config = berth_node::NodeConfig::new(node_name, data_dir.to_path_buf());
     config.kubelet_port = args.kubelet_port;
+    config.max_pods = args.max_pods;
     if pods.is_some() {
         let (tls, self_signed) = kubelet_tls(&config.name)?;
         config.kubelet_tls = Some(tls);
