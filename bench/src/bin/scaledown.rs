@@ -532,10 +532,11 @@ fn wrk(addr: SocketAddr, secs: u32, close: bool) -> anyhow::Result<f64> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    if let Some(l) = text
-        .lines()
-        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
-    {
+    // Latency spread and errors, for reading the figure.
+    for l in text.lines().filter(|l| {
+        let l = l.trim_start();
+        l.starts_with("Latency") || l.contains("Non-2xx") || l.contains("Socket errors")
+    }) {
         eprintln!("wrk {addr} (close: {close}): {}", l.trim());
     }
     text.lines()
