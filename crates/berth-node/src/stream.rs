@@ -966,7 +966,11 @@ async fn run_exec(mut conn: Conn, opts: StreamOptions, mut exec: berth_runtime::
 
 async fn run_attach(mut conn: Conn, opts: StreamOptions, socket: std::path::PathBuf, tty: bool) {
     let out = conn.out.clone();
-    let shim = match tokio::net::UnixStream::connect(&socket).await {
+    let connected = match berth_runtime::shim::SocketPath::new(&socket) {
+        Ok(short) => tokio::net::UnixStream::connect(short.path()).await,
+        Err(e) => Err(e),
+    };
+    let shim = match connected {
         Ok(c) => c,
         Err(e) => {
             out.finish(failure_status(&format!(

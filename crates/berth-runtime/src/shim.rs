@@ -55,6 +55,40 @@ pub const ATTACH_RESIZE: u8 = 4;
 /// The client's input ended.
 pub const ATTACH_CLOSE_STDIN: u8 = 255;
 
+/// A unix socket path usable whatever the length of the real one: `sun_path` holds only 108
+/// bytes, less than `<data-dir>/containers/<64-hex id>/attach.sock` under a long data dir.
+/// The socket's directory is opened (`O_PATH`) and the socket named through
+/// `/proc/self/fd/<fd>/<name>`; the directory stays open as long as this value lives.
+pub struct SocketPath {
+    _dir: File,
+    path: PathBuf,
+}
+
+impl SocketPath {
+    /// The short name of the socket at `path`.
+    pub fn new(path: &Path) -> std::io::Result<SocketPath> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a socket path", path.display()),
+            ));
+        };
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(dir)?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+        Ok(SocketPath { _dir: dir, path })
+    }
+
+    /// The path to bind or connect to (valid in this process only).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// One attach frame.
 pub fn attach_frame(stream: u8, data: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(data.len() + 5);
@@ -578,7 +612,8 @@ fn start_container(args: &ShimArgs) -> Result<(i32, DateTime<Utc>, Copiers), Shi
     };
     let attach_path = args.bundle.join(ATTACH_SOCKET);
     let _ = fs::remove_file(&attach_path);
-    let listener = UnixListener::bind(&attach_path)
+    let listener = SocketPath::new(&attach_path)
+        .and_then(|short| UnixListener::bind(short.path()))
         .map_err(io_err("listen on the attach socket", &attach_path))?;
     let (done_tx, done_rx) = mpsc::channel();
     let runtime = runtime_of(args);
@@ -736,6 +771,25 @@ fn wait_and_record(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sockets_bind_under_paths_longer_than_sun_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d".repeat(60)).join("e".repeat(64));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(ATTACH_SOCKET);
+        assert!(path.as_os_str().len() > 108);
+        assert!(UnixListener::bind(&path).is_err());
+        let listener = UnixListener::bind(SocketPath::new(&path).unwrap().path()).unwrap();
+        assert!(path.exists());
+        let client = SocketPath::new(&path).unwrap();
+        let mut conn = UnixStream::connect(client.path()).unwrap();
+        conn.write_all(b"x").unwrap();
+        let (mut accepted, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1];
+        accepted.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"x");
+    }
 
     #[test]
     fn args_round_trip() {
