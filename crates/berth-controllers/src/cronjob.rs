@@ -6,7 +6,7 @@
 
 use crate::cache::{Cache, Informer};
 use crate::pods::{self, Events};
-use crate::queue::{run_workers, Queue, Requeue};
+use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
 use crate::schedule::{Schedule, Zone};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -34,6 +34,12 @@ pub enum Error {
     },
     #[error("failed to encode CronJob {0}: {1}")]
     Encode(String, serde_json::Error),
+}
+
+impl ReconcileError for Error {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Api { source, .. } if is_conflict(source))
+    }
 }
 
 /// The controller's state.
@@ -88,18 +94,7 @@ pub async fn run(c: Arc<Controller>, stop: watch::Receiver<bool>) {
         "cronjob",
         queue,
         2,
-        move |k: String| {
-            let c = c.clone();
-            async move {
-                match c.reconcile(k).await {
-                    Err(Error::Api {
-                        source: kube::Error::Api(e),
-                        ..
-                    }) if e.code == 409 => Ok(Some(Duration::from_millis(100))),
-                    r => r,
-                }
-            }
-        },
+        move |k: String| c.clone().reconcile(k),
         stop,
     )
     .await;

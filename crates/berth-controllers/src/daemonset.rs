@@ -10,7 +10,7 @@ use crate::cache::{Cache, Change, Informer};
 use crate::deployment::{compute_hash, scaled_value};
 use crate::history::{self, Created, CONTROLLER_REVISION_HASH};
 use crate::pods::{self, Events, Expectations};
-use crate::queue::{run_workers, Queue, Requeue};
+use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
 use crate::replicaset::slow_start_batch;
 use berth_scheduler::selectors;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
@@ -47,6 +47,12 @@ pub enum Error {
     Collision(String),
     #[error("failed to manage the pods of DaemonSet {0}: {1}")]
     Manage(String, String),
+}
+
+impl ReconcileError for Error {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Api { source, .. } if is_conflict(source.as_ref()))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -555,17 +561,7 @@ pub async fn run(c: Arc<Controller>, stop: watch::Receiver<bool>) {
         2,
         move |k: String| {
             let c = c.clone();
-            async move {
-                match c.reconcile(&k).await {
-                    // Lost a race with a newer version (whose event queues the key again).
-                    Err(Error::Api { source, .. })
-                        if matches!(source.as_ref(), kube::Error::Api(e) if e.code == 409) =>
-                    {
-                        Ok(Some(Duration::from_millis(200)))
-                    }
-                    r => r,
-                }
-            }
+            async move { c.reconcile(&k).await }
         },
         stop,
     )

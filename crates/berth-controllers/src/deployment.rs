@@ -7,7 +7,7 @@
 
 use crate::cache::{Cache, Change, Informer};
 use crate::pods::{self, canonical, fnv32a, safe_encode, Events};
-use crate::queue::{run_workers, Queue, Requeue};
+use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
@@ -594,21 +594,16 @@ pub async fn run(c: Arc<Controller>, stop: watch::Receiver<bool>) {
         4,
         move |k: String| {
             let c = c.clone();
-            async move { conflicts_retry_soon(Sync::new(c, &k).reconcile().await) }
+            async move { Sync::new(c, &k).reconcile().await }
         },
         stop,
     )
     .await;
 }
 
-/// A write that lost a race with another (usually our own previous write, not yet in the
-/// cache) is retried shortly without alarm; the newer object's event queues it anyway.
-fn conflicts_retry_soon(r: Result<Requeue, Error>) -> Result<Requeue, Error> {
-    match r {
-        Err(Error::Api { source, .. }) if matches!(source.as_ref(), kube::Error::Api(e) if e.code == 409) => {
-            Ok(Some(Duration::from_millis(100)))
-        }
-        r => r,
+impl ReconcileError for Error {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Api { source, .. } if is_conflict(source.as_ref()))
     }
 }
 

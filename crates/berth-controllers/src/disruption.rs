@@ -7,7 +7,7 @@
 
 use crate::cache::{Cache, Change, Informer};
 use crate::pods::{self, Events};
-use crate::queue::{run_workers, Queue, Requeue};
+use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
@@ -40,6 +40,12 @@ pub enum Error {
     },
     #[error("failed to encode PodDisruptionBudget {0}: {1}")]
     Encode(String, serde_json::Error),
+}
+
+impl ReconcileError for Error {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Api { source, .. } if is_conflict(source))
+    }
 }
 
 /// Why the expected pod count could not be found (the budget then allows nothing).
@@ -146,19 +152,7 @@ pub async fn run(c: Arc<Controller>, stop: watch::Receiver<bool>) {
         "disruption",
         queue,
         2,
-        move |k: String| {
-            let c = c.clone();
-            async move {
-                match c.reconcile(k).await {
-                    // An eviction changed the budget meanwhile: its event queues it again.
-                    Err(Error::Api {
-                        source: kube::Error::Api(e),
-                        ..
-                    }) if e.code == 409 => Ok(Some(Duration::from_millis(50))),
-                    r => r,
-                }
-            }
-        },
+        move |k: String| c.clone().reconcile(k),
         stop,
     )
     .await;

@@ -6,7 +6,7 @@
 //! users.
 
 use crate::cache::{Cache, Change, Informer};
-use crate::queue::{run_workers, Queue, Requeue};
+use crate::queue::{run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Node, ObjectReference, Pod, Service,
 };
@@ -44,6 +44,8 @@ pub enum Error {
         source: kube::Error,
     },
 }
+
+impl ReconcileError for Error {}
 
 /// A pod as an endpoint of one Service, with the ports it resolves.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@
 //! the dependents of an owner with the `orphan` finalizer.
 
 use crate::cache::{Cache, MetaView};
-use crate::queue::{run_workers, Queue, Requeue};
+use crate::queue::{run_workers, Queue, ReconcileError, Requeue};
 use berth_api::registry::{ResourceInfo, RESOURCES};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
@@ -35,6 +35,8 @@ pub enum Error {
         source: kube::Error,
     },
 }
+
+impl ReconcileError for Error {}
 
 #[derive(Debug, Clone)]
 struct Node {

@@ -8,7 +8,7 @@
 
 use crate::cache::{Cache, Change, Informer};
 use crate::pods::{self, Events, Expectations};
-use crate::queue::{run_workers, Queue, Requeue};
+use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::batch::v1::{
     Job, JobCondition, JobStatus, PodFailurePolicy, UncountedTerminatedPods,
 };
@@ -40,6 +40,12 @@ pub enum Error {
     },
     #[error("failed to encode Job {0}: {1}")]
     Encode(String, serde_json::Error),
+}
+
+impl ReconcileError for Error {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Api { source, .. } if is_conflict(source))
+    }
 }
 
 /// The controller's state.
@@ -106,18 +112,7 @@ pub async fn run(c: Arc<Controller>, stop: watch::Receiver<bool>) {
         "job",
         queue,
         4,
-        move |k: String| {
-            let c = c.clone();
-            async move {
-                match c.reconcile(k).await {
-                    Err(Error::Api {
-                        source: kube::Error::Api(e),
-                        ..
-                    }) if e.code == 409 => Ok(Some(Duration::from_millis(100))),
-                    r => r,
-                }
-            }
-        },
+        move |k: String| c.clone().reconcile(k),
         stop,
     )
     .await;

@@ -4,7 +4,7 @@
 //! ingress cleared.
 
 use crate::cache::{Cache, Informer};
-use crate::queue::{run_workers, Queue, Requeue};
+use crate::queue::{run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
@@ -18,6 +18,8 @@ pub enum Error {
     #[error("failed to update the load balancer status of Service {0}: {1}")]
     Status(String, kube::Error),
 }
+
+impl ReconcileError for Error {}
 
 /// The ingress a Service should report.
 pub fn wanted(svc: &Service, address: IpAddr) -> Vec<LoadBalancerIngress> {

@@ -2,7 +2,7 @@
 //! then removes the `kubernetes` finalizer so the API server deletes the namespace.
 
 use crate::cache::{Cache, Change, Informer};
-use crate::queue::{run_workers, Queue};
+use crate::queue::{run_workers, Queue, ReconcileError};
 use berth_api::registry::RESOURCES;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
@@ -24,6 +24,8 @@ pub enum Error {
     #[error("failed to encode namespace {0}: {1}")]
     Encode(String, serde_json::Error),
 }
+
+impl ReconcileError for Error {}
 
 /// The finalizer the namespace controller owns.
 pub const FINALIZER: &str = "kubernetes";

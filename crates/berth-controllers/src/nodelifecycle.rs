@@ -8,7 +8,7 @@
 
 use crate::cache::{Cache, Change, Informer};
 use crate::pods::Events;
-use crate::queue::{run_workers, Queue, Requeue};
+use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, PodCondition, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -77,6 +77,12 @@ pub enum Error {
     },
     #[error("failed to encode {0}: {1}")]
     Encode(String, serde_json::Error),
+}
+
+impl ReconcileError for Error {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Api { source, .. } if is_conflict(source))
+    }
 }
 
 /// A Go-style duration as upstream flags take it: `40s`, `500ms`, `1m30s`, `2h`.
@@ -242,15 +248,7 @@ pub async fn run(c: Arc<Controller>, stop: watch::Receiver<bool>) {
             2,
             move |k: String| {
                 let c = c.clone();
-                async move {
-                    match c.reconcile_node(k).await {
-                        Err(Error::Api {
-                            source: kube::Error::Api(e),
-                            ..
-                        }) if e.code == 409 => Ok(Some(Duration::from_millis(100))),
-                        r => r,
-                    }
-                }
+                async move { c.reconcile_node(k).await }
             },
             stop.clone(),
         )

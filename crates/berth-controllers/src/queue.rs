@@ -176,6 +176,27 @@ fn backoff(failures: u32) -> Duration {
 /// What a successful reconcile asks for next.
 pub type Requeue = Option<Duration>;
 
+/// How soon a reconcile that lost a race ([`ReconcileError::is_conflict`]) runs again.
+const CONFLICT_RETRY: Duration = Duration::from_millis(100);
+
+/// An error of a reconcile. A lost race — a write refused with 409 Conflict because the
+/// object changed meanwhile (usually by the controller's own previous write, not yet in the
+/// cache) — is retried shortly, without a warning or back-off: the newer object's event
+/// queues the key anyway.
+pub trait ReconcileError: Display + Send + 'static {
+    /// Whether the error is such a lost race.
+    fn is_conflict(&self) -> bool {
+        false
+    }
+}
+
+impl ReconcileError for std::convert::Infallible {}
+
+/// Whether the API server answered 409 Conflict.
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
 /// Runs `workers` workers on `queue` until `stop` turns true. Each key's reconcile runs as a
 /// task: an error or a panic requeues the key with back-off and never stops the others.
 pub async fn run_workers<T, F, Fut, E>(
@@ -188,7 +209,7 @@ pub async fn run_workers<T, F, Fut, E>(
     T: Hash + Eq + Clone + Display + Send + Sync + 'static,
     F: Fn(T) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Result<Requeue, E>> + Send + 'static,
-    E: Display + Send + 'static,
+    E: ReconcileError,
 {
     let mut tasks = Vec::new();
     for _ in 0..workers.max(1) {
@@ -216,6 +237,10 @@ pub async fn run_workers<T, F, Fut, E>(
                         if let Some(after) = requeue {
                             queue.add_after(key.clone(), after);
                         }
+                    }
+                    Ok(Err(e)) if e.is_conflict() => {
+                        queue.forget(&key);
+                        queue.add_after(key.clone(), CONFLICT_RETRY);
                     }
                     Ok(Err(e)) => {
                         tracing::warn!("{name} {key}: {e}");
@@ -265,6 +290,66 @@ mod tests {
         assert!(q.is_empty());
         q.done(&"a".to_string());
         assert_eq!(q.get().await.as_deref(), Some("a"));
+    }
+
+    #[derive(Debug)]
+    struct Lost;
+
+    impl std::fmt::Display for Lost {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("the object has been modified")
+        }
+    }
+
+    impl ReconcileError for Lost {
+        fn is_conflict(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_is_retried_shortly_without_back_off() {
+        let q = Queue::<String>::new();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let attempts = Arc::new(Mutex::new(Vec::<Instant>::new()));
+        let a = attempts.clone();
+        let runner = tokio::spawn(run_workers(
+            "test",
+            q.clone(),
+            1,
+            move |_k: String| {
+                let a = a.clone();
+                async move {
+                    let n = {
+                        let mut v = a.lock().unwrap_or_else(|e| e.into_inner());
+                        v.push(Instant::now());
+                        v.len()
+                    };
+                    if n < 4 {
+                        Err(Lost)
+                    } else {
+                        Ok(None)
+                    }
+                }
+            },
+            stop_rx,
+        ));
+        q.add("k".into());
+        for _ in 0..300 {
+            if attempts.lock().unwrap_or_else(|e| e.into_inner()).len() >= 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop_tx.send(true);
+        let _ = runner.await;
+        let v = attempts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(v.len(), 4, "retried until it succeeded");
+        for w in v.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(gap >= CONFLICT_RETRY && gap < CONFLICT_RETRY * 5, "{gap:?}");
+        }
+        assert!(q.lock().failures.is_empty(), "no back-off was counted");
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 
 use crate::cache::{Cache, Change, Informer};
 use crate::pods::{self, Events, Expectations};
-use crate::queue::{run_workers, Queue, Requeue};
+use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -33,6 +33,12 @@ pub enum Error {
     Encode(String, serde_json::Error),
     #[error("failed to manage the pods of ReplicaSet {0}: {1}")]
     Manage(String, String),
+}
+
+impl ReconcileError for Error {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Api { source, .. } if is_conflict(source))
+    }
 }
 
 /// The controller's state.
@@ -162,19 +168,7 @@ pub async fn run(c: Arc<Controller>, stop: watch::Receiver<bool>) {
         "replicaset",
         queue,
         4,
-        move |k: String| {
-            let c = c.clone();
-            async move {
-                match c.reconcile(k).await {
-                    // Lost a race with a newer version (whose event queues the key again).
-                    Err(Error::Api {
-                        source: kube::Error::Api(e),
-                        ..
-                    }) if e.code == 409 => Ok(Some(Duration::from_millis(100))),
-                    r => r,
-                }
-            }
-        },
+        move |k: String| c.clone().reconcile(k),
         stop,
     )
     .await;

@@ -2,7 +2,7 @@
 //! recreated if it is deleted.
 
 use crate::cache::{Cache, Change, Informer};
-use crate::queue::{run_workers, Queue, Requeue};
+use crate::queue::{run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::ResourceExt;
@@ -18,6 +18,8 @@ pub enum Error {
     #[error("failed to create the default ServiceAccount in namespace {0}: {1}")]
     Create(String, kube::Error),
 }
+
+impl ReconcileError for Error {}
 
 /// The controller's state.
 pub struct Controller {

@@ -10,7 +10,7 @@
 use crate::cache::{Cache, Change, Informer};
 use crate::history::{self, Created};
 use crate::pods::{self, Events};
-use crate::queue::{run_workers, Queue, Requeue};
+use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
@@ -45,6 +45,12 @@ pub enum Error {
     Encode(String, serde_json::Error),
     #[error("failed to create a revision of StatefulSet {0}: names keep colliding")]
     Collision(String),
+}
+
+impl ReconcileError for Error {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Api { source, .. } if is_conflict(source.as_ref()))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -499,18 +505,7 @@ pub async fn run(c: Arc<Controller>, stop: watch::Receiver<bool>) {
         4,
         move |k: String| {
             let c = c.clone();
-            async move {
-                match c.reconcile(&k).await {
-                    // Lost a race with a newer version or a pod not yet gone from the cache
-                    // (its event queues the key again); look again shortly.
-                    Err(Error::Api { source, .. })
-                        if matches!(source.as_ref(), kube::Error::Api(e) if e.code == 409) =>
-                    {
-                        Ok(Some(Duration::from_millis(200)))
-                    }
-                    r => r,
-                }
-            }
+            async move { c.reconcile(&k).await }
         },
         stop,
     )
