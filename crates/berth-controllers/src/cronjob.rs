@@ -6,7 +6,7 @@
 
 use crate::cache::{Cache, Informer};
 use crate::pods::{self, Events};
-use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
+use crate::queue::{is_conflict, key, run_workers, Queue, ReconcileError, Requeue};
 use crate::schedule::{Schedule, Zone};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -49,10 +49,6 @@ pub struct Controller {
     jobs: Arc<Informer<Job>>,
     queue: Arc<Queue<String>>,
     events: Events,
-}
-
-fn key(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
 }
 
 fn split(key: &str) -> (&str, &str) {

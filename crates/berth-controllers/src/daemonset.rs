@@ -10,7 +10,7 @@ use crate::cache::{Cache, Change, Informer};
 use crate::deployment::{compute_hash, scaled_value};
 use crate::history::{self, Created, CONTROLLER_REVISION_HASH};
 use crate::pods::{self, Events, Expectations};
-use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
+use crate::queue::{is_conflict, key, run_workers, Queue, ReconcileError, Requeue};
 use crate::replicaset::slow_start_batch;
 use berth_scheduler::selectors;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::chrono::{DateTime, Utc};
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, PostParams};
 use kube::core::SelectorExt;
 use kube::{Resource, ResourceExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -432,10 +432,6 @@ impl FailedBackoff {
             }
         }
     }
-}
-
-fn key(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
 }
 
 fn owner_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
@@ -956,52 +952,9 @@ impl Controller {
             }
         }
         if !delete.is_empty() {
-            self.expectations
-                .expect_deletions(k, delete.iter().map(|p| key(&ns, &p.name_any())));
-            let deletes = delete.iter().map(|p| {
-                let (api, events, reference) =
-                    (api.clone(), self.events.clone(), reference.clone());
-                let exp = self.expectations.clone();
-                let pod_key = key(&ns, &p.name_any());
-                let name = p.name_any();
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: p.metadata.uid.clone(),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                let k = k.to_string();
-                async move {
-                    match api.delete(&name, &dp).await {
-                        Ok(_) => {
-                            events
-                                .normal(
-                                    &reference,
-                                    "SuccessfulDelete",
-                                    format!("Deleted pod: {name}"),
-                                )
-                                .await;
-                            Ok(())
-                        }
-                        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
-                            exp.deletion_observed(&k, &pod_key);
-                            Ok(())
-                        }
-                        Err(e) => {
-                            exp.deletion_observed(&k, &pod_key);
-                            events
-                                .warning(&reference, "FailedDelete", format!("Error deleting: {e}"))
-                                .await;
-                            Err(e.to_string())
-                        }
-                    }
-                }
-            });
-            let results = futures::future::join_all(deletes).await;
-            if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
-                return Err(Error::Manage(k.into(), e));
-            }
+            pods::delete_pods(api, &self.events, &reference, &self.expectations, k, delete)
+                .await
+                .map_err(|e| Error::Manage(k.into(), e))?;
         }
         Ok(())
     }

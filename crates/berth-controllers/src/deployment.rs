@@ -7,7 +7,7 @@
 
 use crate::cache::{Cache, Change, Informer};
 use crate::pods::{self, canonical, fnv32a, safe_encode, Events};
-use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
+use crate::queue::{is_conflict, key, run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
@@ -500,10 +500,6 @@ pub struct Controller {
     pods: Arc<Informer<Pod>>,
     queue: Arc<Queue<String>>,
     events: Events,
-}
-
-fn key(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
 }
 
 fn owner_deployment(rs: &ReplicaSet) -> Option<String> {

@@ -7,7 +7,7 @@
 
 use crate::cache::{Cache, Change, Informer};
 use crate::pods::{self, Events};
-use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
+use crate::queue::{is_conflict, key, run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
@@ -73,10 +73,6 @@ pub struct Controller {
     statefulsets: Arc<Informer<StatefulSet>>,
     queue: Arc<Queue<String>>,
     events: Events,
-}
-
-fn key(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
 }
 
 /// The budgets in the pod's namespace whose selector picks it.

@@ -6,7 +6,7 @@
 //! users.
 
 use crate::cache::{Cache, Change, Informer};
-use crate::queue::{run_workers, Queue, ReconcileError, Requeue};
+use crate::queue::{key, run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Node, ObjectReference, Pod, Service,
 };
@@ -299,10 +299,6 @@ pub fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> 
             }
         })
         .collect()
-}
-
-fn key(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
 }
 
 fn split(key: &str) -> (&str, &str) {

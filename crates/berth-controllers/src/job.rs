@@ -8,7 +8,7 @@
 
 use crate::cache::{Cache, Change, Informer};
 use crate::pods::{self, Events, Expectations};
-use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
+use crate::queue::{is_conflict, key, run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::batch::v1::{
     Job, JobCondition, JobStatus, PodFailurePolicy, UncountedTerminatedPods,
 };
@@ -56,10 +56,6 @@ pub struct Controller {
     queue: Arc<Queue<String>>,
     expectations: Arc<Expectations>,
     events: Events,
-}
-
-fn key(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
 }
 
 fn split(key: &str) -> (&str, &str) {

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, ObjectMeta, OwnerReference, Time,
 };
 use k8s_openapi::chrono::{DateTime, Utc};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::{Selector, SelectorExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -394,6 +394,68 @@ struct RecentEvent {
     namespace: String,
     count: i32,
     at: Instant,
+}
+
+/// Deletes `victims`, pods owned by the controller queued as `owner_key` (whose object
+/// `reference` gets the `SuccessfulDelete`/`FailedDelete` Events), all at once, each guarded
+/// by its uid, as upstream's pod control does. The expectations learn of every deletion a
+/// watch will not report (the pod was already gone or replaced, or the delete failed).
+pub async fn delete_pods(
+    api: &Api<Pod>,
+    events: &Events,
+    reference: &ObjectReference,
+    expectations: &Expectations,
+    owner_key: &str,
+    victims: &[Arc<Pod>],
+) -> Result<(), String> {
+    let ns = api_namespace(victims);
+    expectations.expect_deletions(
+        owner_key,
+        victims
+            .iter()
+            .map(|p| crate::queue::key(&ns, &p.name_any())),
+    );
+    let deletes = victims.iter().map(|p| async {
+        let name = p.name_any();
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: p.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&name, &dp).await {
+            Ok(_) => {
+                events
+                    .normal(
+                        reference,
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {name}"),
+                    )
+                    .await;
+                Ok(())
+            }
+            // Gone already, or replaced by a pod of the same name (another uid).
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+                expectations.deletion_observed(owner_key, &crate::queue::key(&ns, &name));
+                Ok(())
+            }
+            Err(e) => {
+                expectations.deletion_observed(owner_key, &crate::queue::key(&ns, &name));
+                events
+                    .warning(reference, "FailedDelete", format!("Error deleting: {e}"))
+                    .await;
+                Err(e.to_string())
+            }
+        }
+    });
+    let results = futures::future::join_all(deletes).await;
+    results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
+}
+
+/// The namespace of the first of `pods` (all of one controller's pods share it).
+fn api_namespace(pods: &[Arc<Pod>]) -> String {
+    pods.first().and_then(|p| p.namespace()).unwrap_or_default()
 }
 
 /// Records core/v1 Events about objects as one controller, as upstream's recorder does:

@@ -173,6 +173,11 @@ fn backoff(failures: u32) -> Duration {
         .min(MAX_DELAY)
 }
 
+/// The queue key of a namespaced object: `namespace/name`.
+pub fn key(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+}
+
 /// What a successful reconcile asks for next.
 pub type Requeue = Option<Duration>;
 

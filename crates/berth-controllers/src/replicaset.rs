@@ -5,12 +5,12 @@
 
 use crate::cache::{Cache, Change, Informer};
 use crate::pods::{self, Events, Expectations};
-use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
+use crate::queue::{is_conflict, key, run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::chrono::Utc;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, PostParams};
 use kube::core::SelectorExt;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
@@ -49,10 +49,6 @@ pub struct Controller {
     queue: Arc<Queue<String>>,
     expectations: Arc<Expectations>,
     events: Events,
-}
-
-fn key(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
 }
 
 fn split(key: &str) -> (&str, &str) {
@@ -325,53 +321,16 @@ impl Controller {
             let n = (owned.len() - want).min(BURST_REPLICAS);
             let related = self.related_pods(rs, owned);
             let victims = pods::pods_to_delete(owned, &related, n);
-            let ns = rs.namespace().unwrap_or_default();
-            self.expectations
-                .expect_deletions(k, victims.iter().map(|p| key(&ns, &p.name_any())));
-            let deletes = victims.iter().map(|p| {
-                let (api, events, reference) =
-                    (api.clone(), self.events.clone(), reference.clone());
-                let exp = self.expectations.clone();
-                let pod_key = key(&ns, &p.name_any());
-                let name = p.name_any();
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: p.metadata.uid.clone(),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                let k = k.to_string();
-                async move {
-                    match api.delete(&name, &dp).await {
-                        Ok(_) => {
-                            events
-                                .normal(
-                                    &reference,
-                                    "SuccessfulDelete",
-                                    format!("Deleted pod: {name}"),
-                                )
-                                .await;
-                            Ok(())
-                        }
-                        Err(kube::Error::Api(e)) if e.code == 404 => {
-                            exp.deletion_observed(&k, &pod_key);
-                            Ok(())
-                        }
-                        Err(e) => {
-                            exp.deletion_observed(&k, &pod_key);
-                            events
-                                .warning(&reference, "FailedDelete", format!("Error deleting: {e}"))
-                                .await;
-                            Err(e.to_string())
-                        }
-                    }
-                }
-            });
-            let results = futures::future::join_all(deletes).await;
-            if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
-                return Err(Error::Manage(k.to_string(), e));
-            }
+            pods::delete_pods(
+                api,
+                &self.events,
+                &reference,
+                &self.expectations,
+                k,
+                &victims,
+            )
+            .await
+            .map_err(|e| Error::Manage(k.to_string(), e))?;
         }
         Ok(())
     }

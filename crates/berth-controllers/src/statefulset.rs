@@ -10,7 +10,7 @@
 use crate::cache::{Cache, Change, Informer};
 use crate::history::{self, Created};
 use crate::pods::{self, Events};
-use crate::queue::{is_conflict, run_workers, Queue, ReconcileError, Requeue};
+use crate::queue::{is_conflict, key, run_workers, Queue, ReconcileError, Requeue};
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
@@ -420,10 +420,6 @@ pub struct Controller {
     revisions: Arc<Informer<ControllerRevision>>,
     queue: Arc<Queue<String>>,
     events: Events,
-}
-
-fn key(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
 }
 
 fn owner_key(meta: &ObjectMeta) -> Option<String> {
