@@ -434,12 +434,6 @@ impl FailedBackoff {
     }
 }
 
-fn owner_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
-    let r = pods::controller_of(meta)?;
-    (r.kind == "DaemonSet" && r.api_version == "apps/v1")
-        .then(|| key(meta.namespace.as_deref().unwrap_or_default(), &r.name))
-}
-
 fn matching_sets(sets: &Informer<DaemonSet>, pod: &Pod) -> Vec<String> {
     let ns = pod.namespace().unwrap_or_default();
     let labels = pod.labels().clone();
@@ -479,7 +473,7 @@ pub fn new(cache: &Arc<Cache>) -> Arc<Controller> {
     c.pods.subscribe(move |change| {
         let pod = change.object();
         let pod_key = key(&pod.namespace().unwrap_or_default(), &pod.name_any());
-        let owner = owner_key(&pod.metadata);
+        let owner = pods::controller_key::<DaemonSet>(&pod.metadata);
         match change {
             Change::Applied { old, new } => {
                 let was_deleting = old
@@ -503,7 +497,7 @@ pub fn new(cache: &Arc<Cache>) -> Arc<Controller> {
                     }
                 }
                 if let Some(old) = old {
-                    let before = owner_key(&old.metadata);
+                    let before = pods::controller_key::<DaemonSet>(&old.metadata);
                     if before.is_some() && before != owner {
                         if let Some(k) = before {
                             q.add(k);
@@ -537,7 +531,7 @@ pub fn new(cache: &Arc<Cache>) -> Arc<Controller> {
     });
     let q = c.queue.clone();
     c.revisions.subscribe(move |change| {
-        if let Some(k) = owner_key(&change.object().metadata) {
+        if let Some(k) = pods::controller_key::<DaemonSet>(&change.object().metadata) {
             q.add(k);
         }
     });

@@ -62,12 +62,6 @@ fn split(key: &str) -> (&str, &str) {
     key.split_once('/').unwrap_or(("", key))
 }
 
-fn owner_key(pod: &Pod) -> Option<String> {
-    let r = pods::controller_of(&pod.metadata)?;
-    (r.kind == "Job" && r.api_version == "batch/v1")
-        .then(|| key(&pod.namespace().unwrap_or_default(), &r.name))
-}
-
 /// Registers the controller's informers on `cache`.
 pub fn new(cache: &Arc<Cache>) -> Arc<Controller> {
     let c = Arc::new(Controller {
@@ -90,7 +84,9 @@ pub fn new(cache: &Arc<Cache>) -> Arc<Controller> {
     let (q, exp) = (c.queue.clone(), c.expectations.clone());
     c.pods.subscribe(move |change| {
         let pod = change.object();
-        let Some(k) = owner_key(pod) else { return };
+        let Some(k) = pods::controller_key::<Job>(&pod.metadata) else {
+            return;
+        };
         if let Change::Applied { old: None, .. } = change {
             exp.creation_observed(&k);
         }

@@ -32,6 +32,14 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .find(|r| r.controller == Some(true))
 }
 
+/// The queue key (`namespace/name`) of the `K` that controls the object with `meta`, if a
+/// `K` does.
+pub fn controller_key<K: Resource<DynamicType = ()>>(meta: &ObjectMeta) -> Option<String> {
+    let r = controller_of(meta)?;
+    (r.kind == K::kind(&()) && r.api_version == K::api_version(&()))
+        .then(|| crate::queue::key(meta.namespace.as_deref().unwrap_or_default(), &r.name))
+}
+
 /// The ownerReference a controller puts on what it creates.
 pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
     OwnerReference {
@@ -624,6 +632,32 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn controller_key_names_only_a_controller_of_the_asked_kind() {
+        let rs = k8s_openapi::api::apps::v1::ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some("web-1".into()),
+                namespace: Some("ns".into()),
+                uid: Some("u1".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut meta = ObjectMeta {
+            namespace: Some("ns".into()),
+            owner_references: Some(vec![controller_ref(&rs)]),
+            ..Default::default()
+        };
+        type Rs = k8s_openapi::api::apps::v1::ReplicaSet;
+        type Job = k8s_openapi::api::batch::v1::Job;
+        assert_eq!(controller_key::<Rs>(&meta).as_deref(), Some("ns/web-1"));
+        assert_eq!(controller_key::<Job>(&meta), None);
+        if let Some(refs) = meta.owner_references.as_mut() {
+            refs[0].controller = Some(false);
+        }
+        assert_eq!(controller_key::<Rs>(&meta), None);
+    }
 
     fn pod(
         name: &str,

@@ -69,12 +69,6 @@ fn matching_replicasets(rs: &Informer<ReplicaSet>, pod: &Pod) -> Vec<String> {
         .collect()
 }
 
-fn owner_key(pod: &Pod) -> Option<String> {
-    let r = pods::controller_of(&pod.metadata)?;
-    (r.kind == "ReplicaSet" && r.api_version == "apps/v1")
-        .then(|| key(&pod.namespace().unwrap_or_default(), &r.name))
-}
-
 /// Registers the controller's informers on `cache`.
 pub fn new(cache: &Arc<Cache>) -> Arc<Controller> {
     let c = Arc::new(Controller {
@@ -106,7 +100,7 @@ pub fn new(cache: &Arc<Cache>) -> Arc<Controller> {
         );
         match change {
             Change::Applied { old, new } => {
-                let owner = owner_key(new);
+                let owner = pods::controller_key::<ReplicaSet>(&new.metadata);
                 let was_deleting = old
                     .as_ref()
                     .is_some_and(|o| o.metadata.deletion_timestamp.is_some());
@@ -131,7 +125,7 @@ pub fn new(cache: &Arc<Cache>) -> Arc<Controller> {
                     }
                 }
                 if let Some(old) = old {
-                    let old_owner = owner_key(old);
+                    let old_owner = pods::controller_key::<ReplicaSet>(&old.metadata);
                     if old_owner != owner {
                         if let Some(k) = old_owner {
                             q.add(k);
@@ -145,7 +139,7 @@ pub fn new(cache: &Arc<Cache>) -> Arc<Controller> {
                 }
             }
             Change::Deleted(pod) => {
-                if let Some(k) = owner_key(pod) {
+                if let Some(k) = pods::controller_key::<ReplicaSet>(&pod.metadata) {
                     exp.deletion_observed(&k, &pod_key);
                     q.add(k);
                 }

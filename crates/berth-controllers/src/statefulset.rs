@@ -422,12 +422,6 @@ pub struct Controller {
     events: Events,
 }
 
-fn owner_key(meta: &ObjectMeta) -> Option<String> {
-    let r = pods::controller_of(meta)?;
-    (r.kind == "StatefulSet" && r.api_version == "apps/v1")
-        .then(|| key(meta.namespace.as_deref().unwrap_or_default(), &r.name))
-}
-
 /// The sets an orphan pod could belong to: its name is theirs and their selector matches.
 fn matching_sets(sets: &Informer<StatefulSet>, pod: &Pod) -> Vec<String> {
     let ns = pod.namespace().unwrap_or_default();
@@ -461,7 +455,7 @@ pub fn new(cache: &Arc<Cache>) -> Arc<Controller> {
     let (q, sets) = (c.queue.clone(), c.sets.clone());
     c.pods.subscribe(move |change| {
         let pod = change.object();
-        match owner_key(&pod.metadata) {
+        match pods::controller_key::<StatefulSet>(&pod.metadata) {
             Some(k) => q.add(k),
             None => {
                 if let Change::Applied { .. } = change {
@@ -472,8 +466,8 @@ pub fn new(cache: &Arc<Cache>) -> Arc<Controller> {
             }
         }
         if let Change::Applied { old: Some(old), .. } = change {
-            let before = owner_key(&old.metadata);
-            if before.is_some() && before != owner_key(&pod.metadata) {
+            let before = pods::controller_key::<StatefulSet>(&old.metadata);
+            if before.is_some() && before != pods::controller_key::<StatefulSet>(&pod.metadata) {
                 if let Some(k) = before {
                     q.add(k);
                 }
@@ -482,7 +476,7 @@ pub fn new(cache: &Arc<Cache>) -> Arc<Controller> {
     });
     let q = c.queue.clone();
     c.revisions.subscribe(move |change| {
-        if let Some(k) = owner_key(&change.object().metadata) {
+        if let Some(k) = pods::controller_key::<StatefulSet>(&change.object().metadata) {
             q.add(k);
         }
     });
