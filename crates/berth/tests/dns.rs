@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::pods::PodCluster;
+use common::pods::{PodCluster, ProxyGuard};
 use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -23,25 +23,6 @@ use std::time::Duration;
 /// contacted, only returned).
 const OUTSIDE: &str = "outside.example.";
 const OUTSIDE_IP: &str = "192.0.2.7";
-
-/// Removes the proxy's nftables table and the service CIDR's routes however the test ends.
-struct ProxyGuard {
-    table: String,
-    service_cidr: String,
-}
-
-impl Drop for ProxyGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("nft")
-            .args(["delete", "table", "ip", &self.table])
-            .output();
-        for _ in 0..3 {
-            let _ = std::process::Command::new("ip")
-                .args(["-4", "route", "del", &self.service_cidr])
-                .output();
-        }
-    }
-}
 
 /// A resolver on 127.0.0.1 that answers `outside.example` A and NXDOMAIN for the rest,
 /// counting the questions it got; it stops when dropped.

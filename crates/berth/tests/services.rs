@@ -6,48 +6,9 @@
 
 mod common;
 
-use common::pods::PodCluster;
-use std::io::{Read, Write};
+use common::pods::{http_get, PodCluster, ProxyGuard};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-
-/// Removes the proxy's nftables table and the service CIDR's routes however the test ends
-/// (declared before the cluster, so it runs after the cluster has stopped).
-struct ProxyGuard {
-    table: String,
-    service_cidr: String,
-}
-
-impl Drop for ProxyGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("nft")
-            .args(["delete", "table", "ip", &self.table])
-            .output();
-        for _ in 0..3 {
-            let _ = std::process::Command::new("ip")
-                .args(["-4", "route", "del", &self.service_cidr])
-                .output();
-        }
-    }
-}
-
-/// One HTTP/1.0 GET; the body, or the error.
-fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))
-        .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    if !out.starts_with("HTTP/1.") || !out.contains(" 200 ") {
-        return Err(format!("bad response: {out}"));
-    }
-    Ok(out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim().to_string())
-        .unwrap_or_default())
-}
 
 fn hostnames(addr: SocketAddr, n: usize) -> std::collections::BTreeSet<String> {
     (0..n)

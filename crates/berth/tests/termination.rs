@@ -7,14 +7,13 @@
 
 mod common;
 
-use common::pods::{leftovers, PodCluster};
+use common::pods::{http_get, leftovers, PodCluster, ProxyGuard};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::chrono::{DateTime, SecondsFormat, Utc};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,44 +24,6 @@ const NODE: &str = "term-node";
 const ANNOTATION: &str = "berth.dev/endpointslices-programmed";
 /// The deregistration timeout the test's server runs with.
 const TIMEOUT_SECONDS: u64 = 6;
-
-/// Removes the proxy's nftables table and the service CIDR's routes however the test ends
-/// (declared before the cluster, so it runs after the cluster has stopped).
-struct ProxyGuard {
-    table: String,
-    service_cidr: String,
-}
-
-impl Drop for ProxyGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("nft")
-            .args(["delete", "table", "ip", &self.table])
-            .output();
-        for _ in 0..3 {
-            let _ = std::process::Command::new("ip")
-                .args(["-4", "route", "del", &self.service_cidr])
-                .output();
-        }
-    }
-}
-
-/// One HTTP/1.0 GET on a new connection; the body, or the error.
-fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))
-        .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    if !out.starts_with("HTTP/1.") || !out.contains(" 200 ") {
-        return Err(format!("bad response: {out:?}"));
-    }
-    Ok(out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim().to_string())
-        .unwrap_or_default())
-}
 
 /// A pod whose shell records when its stop signal arrives (a file in `shared`), then stops
 /// accepting connections and lets the ones in flight finish, as a well-behaved server does.

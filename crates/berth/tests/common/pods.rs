@@ -169,3 +169,42 @@ pub fn leftovers(data_dir: &std::path::Path, bridge: &str, uids: &[String]) -> V
     }
     found
 }
+
+/// Removes a service proxy's nftables table and its service CIDR's routes however the test
+/// ends (declared before the cluster, so it runs after the cluster has stopped).
+pub struct ProxyGuard {
+    pub table: String,
+    pub service_cidr: String,
+}
+
+impl Drop for ProxyGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "ip", &self.table])
+            .output();
+        for _ in 0..3 {
+            let _ = std::process::Command::new("ip")
+                .args(["-4", "route", "del", &self.service_cidr])
+                .output();
+        }
+    }
+}
+
+/// One HTTP/1.0 GET on a new connection; the body, or the error.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(3);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    if !out.starts_with("HTTP/1.") || !out.contains(" 200 ") {
+        return Err(format!("bad response: {out:?}"));
+    }
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+        .unwrap_or_default())
+}
