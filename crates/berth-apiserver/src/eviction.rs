@@ -394,26 +394,7 @@ fn delete_options(body: Option<&Value>) -> Result<DeleteOptions, ApiError> {
             "failed to decode the Eviction's deleteOptions: not an object",
         ));
     }
-    opts.grace_period_seconds = body.get("gracePeriodSeconds").and_then(Value::as_i64);
-    opts.propagation_policy = body
-        .get("propagationPolicy")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    if body.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
-        opts.propagation_policy
-            .get_or_insert_with(|| "Orphan".into());
-    }
-    opts.precondition_uid = body
-        .pointer("/preconditions/uid")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    opts.precondition_resource_version = body
-        .pointer("/preconditions/resourceVersion")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    if let Some(d) = body.get("dryRun").and_then(Value::as_array) {
-        opts.dry_run |= d.iter().any(|v| v == "All");
-    }
+    opts.merge_body(body);
     Ok(opts)
 }
 

@@ -39,6 +39,29 @@ pub struct DeleteOptions {
     pub precondition_resource_version: Option<String>,
 }
 
+impl DeleteOptions {
+    /// Takes the fields of a `DeleteOptions` object (a delete's body, or an Eviction's
+    /// `deleteOptions`); `orphanDependents: true` is the old spelling of `Orphan`.
+    pub fn merge_body(&mut self, body: &Value) {
+        let text = |pointer: &str| {
+            body.pointer(pointer)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        self.grace_period_seconds = body.get("gracePeriodSeconds").and_then(Value::as_i64);
+        self.propagation_policy = text("/propagationPolicy");
+        if body.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+            self.propagation_policy
+                .get_or_insert_with(|| "Orphan".into());
+        }
+        self.precondition_uid = text("/preconditions/uid");
+        self.precondition_resource_version = text("/preconditions/resourceVersion");
+        if let Some(d) = body.get("dryRun").and_then(Value::as_array) {
+            self.dry_run |= d.iter().any(|v| v == "All");
+        }
+    }
+}
+
 /// The result of a write: the object and warnings for the `Warning` header.
 #[derive(Debug, Clone)]
 pub struct Written {
