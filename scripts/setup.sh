@@ -4,7 +4,7 @@ set -eu
 need=""
 for pair in curl:curl sqlite3:sqlite3 etcd:etcd-server kubectl:kubectl hyperfine:hyperfine \
     crun:crun runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
-    /bin/busybox:busybox-static ip:iproute2 nft:nftables \
+    /bin/busybox:busybox-static ip:iproute2 nft:nftables conntrack:conntrack \
     /usr/bin/docker-registry:docker-registry skopeo:skopeo /usr/bin/time:time \
     /usr/sbin/nginx:nginx wrk:wrk /usr/sbin/dnsmasq:dnsmasq-base; do
     cmd=${pair%%:*}; pkg=${pair#*:}

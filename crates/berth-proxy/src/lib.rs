@@ -8,8 +8,10 @@
 //! What the proxy has programmed is published for endpoint-first termination: after each
 //! sync, the EndpointSlice watermark goes to [`Programmed`] and to the proxy's Lease
 //! ([`programmed`]); a change that takes traffic away from a ready endpoint is programmed at
-//! once, without the sync batching.
+//! once, without the sync batching, and counts as programmed only once the endpoints that
+//! left have no half-open connections the kernel would still send to them ([`conntrack`]).
 
+pub mod conntrack;
 pub mod programmed;
 pub mod rules;
 
@@ -455,6 +457,15 @@ impl Proxy {
         };
         let script = desired.script(&self.config.table, programmed, &existing);
         apply(&script).await?;
+        // Part of the change: flows the kernel would still send to endpoints that left.
+        let gone = programmed
+            .into_iter()
+            .flat_map(|p| p.targets.difference(&desired.targets));
+        for result in futures::future::join_all(gone.map(conntrack::clear)).await {
+            if let Err(e) = result {
+                tracing::warn!("service proxy: {e}");
+            }
+        }
         Ok(desired)
     }
 }

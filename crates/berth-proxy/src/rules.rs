@@ -106,6 +106,15 @@ fn hash(s: &str) -> String {
         .collect()
 }
 
+/// Where a service port's traffic is DNATed to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Target {
+    /// `tcp` or `udp` (nftables' words).
+    pub protocol: String,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+}
+
 /// Everything the table holds besides its fixed base chains.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ruleset {
@@ -117,6 +126,8 @@ pub struct Ruleset {
     pub affinity_sets: BTreeMap<String, u32>,
     /// The node's addresses NodePorts answer on.
     pub nodeport_ips: BTreeSet<Ipv4Addr>,
+    /// Every endpoint some chain DNATs to.
+    pub targets: BTreeSet<Target>,
 }
 
 impl Ruleset {
@@ -230,6 +241,11 @@ impl Ruleset {
             "meta l4proto {} dnat to {}:{}",
             sp.protocol, ep.ip, ep.port
         ));
+        self.targets.insert(Target {
+            protocol: sp.protocol.clone(),
+            ip: ep.ip,
+            port: ep.port,
+        });
         self.chains.insert(ep_chain.clone(), rules);
         (ep_chain, affinity)
     }
@@ -584,6 +600,24 @@ mod tests {
         assert_eq!(
             after.script("berth", Some(&after), &KernelTable::default()),
             ""
+        );
+        // The endpoint still has `other`'s traffic; alone, it has left.
+        assert!(before.targets.difference(&after.targets).next().is_none());
+        let mut one = two.clone();
+        one.endpoints[1].ready = false;
+        let alone = Ruleset::build(&[one], &[], "10.42.0.0/24");
+        let left: Vec<_> = Ruleset::build(&[two], &[], "10.42.0.0/24")
+            .targets
+            .difference(&alone.targets)
+            .cloned()
+            .collect();
+        assert_eq!(
+            left,
+            [Target {
+                protocol: "tcp".into(),
+                ip: [10, 42, 0, 3].into(),
+                port: 8080
+            }]
         );
     }
 

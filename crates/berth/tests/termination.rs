@@ -118,7 +118,8 @@ fn under_load(web: SocketAddr, during: impl FnOnce()) -> (usize, usize, Vec<Stri
                     match http_get(web, "/hostname") {
                         Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
-                            errors.lock().expect("lock").push(e);
+                            let now = k8s_openapi::chrono::Utc::now();
+                            errors.lock().expect("lock").push(format!("{e} at {now}"));
                             failed.fetch_add(1, Ordering::Relaxed)
                         }
                     };
