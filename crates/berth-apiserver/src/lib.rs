@@ -66,6 +66,8 @@ pub struct ApiServer {
     /// The URL clients use (the one in the kubeconfig).
     pub url: String,
     pub kubeconfig: PathBuf,
+    /// Node endpoints served by this process (reached in memory, not over TLS).
+    pub local_nodes: proxy::LocalNodes,
     shutdown: signal::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -172,6 +174,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<ApiServer, S
         .await
         .map_err(StartError::Bootstrap)?;
     let ready = Arc::new(AtomicBool::new(false));
+    let local_nodes = node_dialer.local.clone();
     let api = handlers::Api {
         objects,
         advertise: SocketAddr::new(host, address.port()).to_string(),
@@ -192,6 +195,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<ApiServer, S
         address,
         url,
         kubeconfig,
+        local_nodes,
         shutdown: tx,
         task,
     })

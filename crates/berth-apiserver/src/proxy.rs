@@ -5,7 +5,10 @@
 //! TLS as `kube-apiserver-kubelet-client` (a client certificate from the cluster CA), sends
 //! the request on under the node's path, and then either streams the response body back
 //! (logs: every chunk is flushed as it arrives) or, for an upgrade (WebSocket), splices
-//! the two connections both ways.
+//! the two connections both ways. A node whose endpoint runs in this process (the node agent
+//! of `berth server`) is reached in memory instead: the same request, checked the same way,
+//! goes to its handler without a TLS connection, and an upgrade is answered by the node on
+//! the client's own connection (no second TLS pass, no splice).
 
 use crate::handlers::{error_response, full, Api, Body};
 use crate::request::Query;
@@ -18,8 +21,11 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// The user the API server is on nodes (its client certificate's CN).
@@ -43,10 +49,45 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[error("failed to set up the node client: {0}")]
 pub struct DialerError(String);
 
-/// Connects to nodes' endpoints with the API server's client certificate.
+/// A node endpoint served by this process: answers a request the API server has
+/// authenticated and checked, addressed with the node's path (`/portForward/{ns}/{pod}`,
+/// ...), as the node's HTTPS endpoint answers the API server.
+pub type LocalNodeHandler = Arc<
+    dyn Fn(hyper::Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The nodes whose endpoints run in this process, by Node name (`berth server`'s own node).
+#[derive(Clone, Default)]
+pub struct LocalNodes(Arc<RwLock<HashMap<String, LocalNodeHandler>>>);
+
+impl LocalNodes {
+    /// Reaches node `name`'s endpoint through `handler` from now on.
+    pub fn register(&self, name: &str, handler: LocalNodeHandler) {
+        let mut nodes = self.0.write().unwrap_or_else(|e| e.into_inner());
+        nodes.insert(name.to_string(), handler);
+    }
+
+    /// Node `name`'s endpoint is no longer in this process.
+    pub fn remove(&self, name: &str) {
+        let mut nodes = self.0.write().unwrap_or_else(|e| e.into_inner());
+        nodes.remove(name);
+    }
+
+    fn get(&self, name: &str) -> Option<LocalNodeHandler> {
+        let nodes = self.0.read().unwrap_or_else(|e| e.into_inner());
+        nodes.get(name).cloned()
+    }
+}
+
+/// Connects to nodes' endpoints with the API server's client certificate, or in memory to
+/// the [`LocalNodes`].
 pub struct NodeDialer {
     verified: Arc<rustls::ClientConfig>,
     self_signed: Arc<rustls::ClientConfig>,
+    /// Nodes served by this process.
+    pub local: LocalNodes,
 }
 
 impl NodeDialer {
@@ -84,6 +125,7 @@ impl NodeDialer {
         Ok(Self {
             verified: Arc::new(verified),
             self_signed: Arc::new(self_signed),
+            local: LocalNodes::default(),
         })
     }
 }
@@ -254,7 +296,6 @@ async fn forward(
             ApiError::bad_request(format!("pod {pod_name} does not have a host assigned"))
         })?;
     let node = api.objects.get(nodes(), None, node_name).await?;
-    let (address, port, self_signed) = node_endpoint(&node, node_name)?;
     let enc = |s: &str| {
         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
     };
@@ -269,6 +310,17 @@ async fn forward(
     } else {
         format!("{path}?{query_str}")
     };
+    // The node runs in this process: its handler gets the client's request itself (an
+    // upgrade then happens on the client's connection, which the node writes to directly).
+    if let Some(local) = dialer.local.get(node_name) {
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ApiError::bad_request(e.to_string()))?;
+        parts.headers.remove(header::AUTHORIZATION);
+        return Ok(local(hyper::Request::from_parts(parts, body)).await);
+    }
+    let (address, port, self_signed) = node_endpoint(&node, node_name)?;
     let unavailable = |e: &dyn std::fmt::Display| {
         ApiError::new(
             503,

@@ -25,6 +25,7 @@ pub mod spec;
 pub mod status;
 pub mod stream;
 mod volumes;
+pub mod wsframe;
 
 use server::NodeServer;
 use std::time::Duration;
@@ -33,7 +34,7 @@ use std::time::Duration;
 /// logged (the node still runs its pods).
 async fn serve_endpoint(
     config: &NodeConfig,
-    endpoint: NodeServer,
+    endpoint: std::sync::Arc<NodeServer>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let Some(tls) = &config.kubelet_tls else {
@@ -44,9 +45,7 @@ async fn serve_endpoint(
         Err(e) => Err(e),
     };
     match started {
-        Ok((listener, tls)) => {
-            server::serve(listener, tls, std::sync::Arc::new(endpoint), shutdown).await
-        }
+        Ok((listener, tls)) => server::serve(listener, tls, endpoint, shutdown).await,
         Err(e) => tracing::warn!("the node's HTTPS endpoint is not served: {e}"),
     }
 }
@@ -74,6 +73,19 @@ pub struct NodeConfig {
     /// The endpoint's certificate is self-signed (not from the cluster CA): the Node says
     /// so with the [`server::SELF_SIGNED_ANNOTATION`] annotation.
     pub kubelet_self_signed: bool,
+    /// Hands the endpoint to an API server in the same process (`berth server`), which
+    /// then reaches it in memory; the HTTPS endpoint is served all the same.
+    pub in_process: Option<InProcessEndpoint>,
+}
+
+/// Receives the node's endpoint when the node agent starts it.
+#[derive(Clone)]
+pub struct InProcessEndpoint(pub std::sync::Arc<dyn Fn(std::sync::Arc<NodeServer>) + Send + Sync>);
+
+impl std::fmt::Debug for InProcessEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InProcessEndpoint")
+    }
 }
 
 impl NodeConfig {
@@ -89,6 +101,7 @@ impl NodeConfig {
             kubelet_port: 10250,
             kubelet_tls: None,
             kubelet_self_signed: false,
+            in_process: None,
         }
     }
 }
@@ -111,12 +124,15 @@ pub async fn run(
     let images = pods.as_ref().map(|p| p.images.clone());
     match pods {
         Some(rt) => {
-            let endpoint = NodeServer {
+            let endpoint = std::sync::Arc::new(NodeServer {
                 client: client.clone(),
                 node_name: config.name.clone(),
                 containers: rt.containers.clone(),
                 logs_dir: rt.logs_dir.clone(),
-            };
+            });
+            if let Some(hand_over) = &config.in_process {
+                (hand_over.0)(endpoint.clone());
+            }
             tokio::join!(
                 status::run(client, config.clone(), images, stopped()),
                 pods::run(rt, stopped()),

@@ -9,8 +9,9 @@
 
 use crate::server::{bad_request, full, status_response, Body, NodeServer};
 use crate::spdy::{self, Frame, FrameReader, HeaderReader, HeaderWriter};
-use bytes::Bytes;
-use futures::{SinkExt, Stream, StreamExt};
+use crate::wsframe;
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
 use http::{header, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -21,21 +22,114 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::{Message, Role};
-use tokio_tungstenite::WebSocketStream;
 
 /// The port-forward protocol.
 pub const PROTOCOL: &str = "portforward.k8s.io";
 /// The WebSocket sub-protocol that tunnels SPDY.
 pub const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 
-/// The most bytes of frames the writer gathers into one write.
-const WRITE_BATCH: usize = 256 * 1024;
-
 /// How much of the pod's data one read (and one data frame) carries.
 const READ_BUFFER: usize = 128 * 1024;
+
+/// How much of the client's bytes one read takes at most.
+const CLIENT_READ: usize = 64 * 1024;
+
+/// Room before a SPDY frame in its buffer: the WebSocket header goes there.
+const ROOM: usize = wsframe::MAX_HEADER;
+
+type Io = TokioIo<hyper::upgrade::Upgraded>;
+
+/// The way SPDY frames go to the client: the upgraded connection's writing half, shared by
+/// the session and its forwarded connections. Each frame is written whole (in a WebSocket
+/// binary message of its own when tunnelled) and flushed: no queue, no task in between,
+/// and the pod's data is written from the buffer it was read into.
+struct Out {
+    io: tokio::sync::Mutex<WriteHalf<Io>>,
+    websocket: bool,
+}
+
+impl Out {
+    /// Writes the SPDY frame in `buf[ROOM..]`, putting the WebSocket header (when tunnelled)
+    /// in the room before it.
+    async fn write(&self, buf: &mut [u8]) -> std::io::Result<()> {
+        let start = if self.websocket {
+            wsframe::put_header(buf, ROOM, wsframe::BINARY)
+        } else {
+            ROOM
+        };
+        let mut io = self.io.lock().await;
+        io.write_all(&buf[start..]).await?;
+        io.flush().await
+    }
+
+    /// Writes a frame built elsewhere (control frames, errors).
+    async fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        self.write(&mut wsframe::with_room(frame)).await
+    }
+
+    /// Answers a WebSocket control frame (a ping's pong, the closing handshake).
+    async fn control(&self, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
+        let mut buf = wsframe::with_room(payload);
+        let start = wsframe::put_header(&mut buf, ROOM, opcode);
+        let mut io = self.io.lock().await;
+        io.write_all(&buf[start..]).await?;
+        io.flush().await
+    }
+
+    /// Ends the connection: a WebSocket close frame (normal closure) first when tunnelled.
+    async fn close(&self) {
+        if self.websocket {
+            let _ = self.control(wsframe::CLOSE, &1000u16.to_be_bytes()).await;
+        }
+        let _ = self.io.lock().await.shutdown().await;
+    }
+}
+
+/// The SPDY bytes of a plain `SPDY/3.1` upgrade, as they are read.
+fn spdy_bytes(r: ReadHalf<Io>) -> Pin<Box<dyn Stream<Item = Bytes> + Send>> {
+    Box::pin(futures::stream::unfold(r, |mut r| async move {
+        let mut buf = BytesMut::with_capacity(CLIENT_READ);
+        match r.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some((buf.freeze(), r)),
+        }
+    }))
+}
+
+/// The SPDY bytes tunnelled in the client's WebSocket binary messages; pings are answered,
+/// and a close frame (or a broken frame) ends them.
+fn tunnel_frames(r: ReadHalf<Io>, out: Arc<Out>) -> Pin<Box<dyn Stream<Item = Bytes> + Send>> {
+    let state = (r, wsframe::FrameReader::default(), out);
+    Box::pin(futures::stream::unfold(
+        state,
+        |(mut r, mut frames, out)| async move {
+            loop {
+                match frames.next_frame() {
+                    Ok(Some(f)) => match f.opcode {
+                        wsframe::BINARY | wsframe::CONTINUATION if !f.payload.is_empty() => {
+                            return Some((f.payload, (r, frames, out)));
+                        }
+                        wsframe::PING => {
+                            out.control(wsframe::PONG, &f.payload).await.ok()?;
+                        }
+                        wsframe::CLOSE => return None,
+                        _ => {}
+                    },
+                    Ok(None) => match r.read_buf(frames.buffer(CLIENT_READ)).await {
+                        Ok(0) | Err(_) => return None,
+                        Ok(_) => {}
+                    },
+                    Err(e) => {
+                        tracing::debug!("port-forward tunnel: {e}");
+                        return None;
+                    }
+                }
+            }
+        },
+    ))
+}
 
 /// How long connecting to the pod's port may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +188,7 @@ pub async fn serve(
     };
     let on_upgrade = hyper::upgrade::on(req);
     let pod_name = pod.to_string();
-    let ws = matches!(transport, Transport::WebSocket { .. });
+    let websocket = matches!(transport, Transport::WebSocket { .. });
     tokio::spawn(async move {
         let io = match on_upgrade.await {
             Ok(u) => TokioIo::new(u),
@@ -103,78 +197,18 @@ pub async fn serve(
                 return;
             }
         };
-        let (out, rx) = mpsc::channel::<Vec<u8>>(64);
-        if ws {
-            let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-            let (mut sink, stream) = ws.split();
-            let writer = tokio::spawn(async move {
-                let mut rx = rx;
-                // Frames waiting in the channel go out in one message (the tunnel is a byte
-                // stream of SPDY frames), flushed once nothing more is waiting.
-                while let Some(mut b) = rx.recv().await {
-                    while b.len() < WRITE_BATCH {
-                        match rx.try_recv() {
-                            Ok(more) => b.extend_from_slice(&more),
-                            Err(_) => break,
-                        }
-                    }
-                    if sink.send(Message::binary(b)).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = sink.close().await;
-            });
-            let incoming = stream.filter_map(|m| async move {
-                match m {
-                    Ok(Message::Binary(b)) => Some(Some(b)),
-                    Ok(Message::Close(_)) | Err(_) => Some(None),
-                    Ok(_) => None,
-                }
-            });
-            let incoming = incoming.take_while(|m| std::future::ready(m.is_some()));
-            let incoming = incoming.filter_map(|m| async move { m });
-            session(Box::pin(incoming), out, address, pod_name).await;
-            writer.abort();
+        let (r, w) = tokio::io::split(io);
+        let out = Arc::new(Out {
+            io: tokio::sync::Mutex::new(w),
+            websocket,
+        });
+        let incoming = if websocket {
+            tunnel_frames(r, out.clone())
         } else {
-            let (mut r, mut w) = tokio::io::split(io);
-            let writer = tokio::spawn(async move {
-                let mut rx = rx;
-                while let Some(mut b) = rx.recv().await {
-                    while b.len() < WRITE_BATCH {
-                        match rx.try_recv() {
-                            Ok(more) => b.extend_from_slice(&more),
-                            Err(_) => break,
-                        }
-                    }
-                    if w.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = w.shutdown().await;
-            });
-            let (tx, rx_in) = mpsc::channel::<Bytes>(16);
-            let reader = tokio::spawn(async move {
-                let mut buf = vec![0u8; READ_BUFFER];
-                loop {
-                    match r.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-            let incoming =
-                futures::stream::unfold(
-                    rx_in,
-                    |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
-                );
-            session(Box::pin(incoming), out, address, pod_name).await;
-            reader.abort();
-            writer.abort();
-        }
+            spdy_bytes(r)
+        };
+        session(incoming, out.clone(), address, pod_name).await;
+        out.close().await;
     });
     let response = match transport {
         Transport::WebSocket { key } => Response::builder()
@@ -246,7 +280,7 @@ struct Pair {
 /// Runs one SPDY session until the client goes away.
 async fn session(
     mut incoming: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
-    out: mpsc::Sender<Vec<u8>>,
+    out: Arc<Out>,
     address: IpAddr,
     pod: String,
 ) {
@@ -296,7 +330,7 @@ async fn session(
                             }
                             None => continue,
                         };
-                        if out.send(headers_out.syn_reply(id)).await.is_err() {
+                        if out.send(&headers_out.syn_reply(id)).await.is_err() {
                             break 'session;
                         }
                         let request = headers.get("requestid").cloned().unwrap_or_default();
@@ -311,7 +345,8 @@ async fn session(
                             }
                             Some("error") => pair.error = Some(id),
                             _ => {
-                                let _ = out.send(spdy::rst_stream(id, spdy::PROTOCOL_ERROR)).await;
+                                let rst = spdy::rst_stream(id, spdy::PROTOCOL_ERROR);
+                                let _ = out.send(&rst).await;
                                 continue;
                             }
                         }
@@ -344,7 +379,7 @@ async fn session(
                     }
                     spdy::PING => {
                         // Answer the client's ping with the same id.
-                        let pong = out.send(spdy::control(spdy::PING, 0, &payload)).await;
+                        let pong = out.send(&spdy::control(spdy::PING, 0, &payload)).await;
                         if pong.is_err() {
                             break 'session;
                         }
@@ -368,16 +403,16 @@ async fn forward(
     data: u32,
     error: u32,
     mut from_client: mpsc::Receiver<Bytes>,
-    out: mpsc::Sender<Vec<u8>>,
+    out: Arc<Out>,
     pod: String,
 ) {
     let fail = |message: String| {
         let out = out.clone();
         async move {
             let _ = out
-                .send(spdy::data(error, spdy::FLAG_FIN, message.as_bytes()))
+                .send(&spdy::data(error, spdy::FLAG_FIN, message.as_bytes()))
                 .await;
-            let _ = out.send(spdy::data(data, spdy::FLAG_FIN, &[])).await;
+            let _ = out.send(&spdy::data(data, spdy::FLAG_FIN, &[])).await;
         }
     };
     let Some(port) = port.filter(|p| *p > 0) else {
@@ -416,19 +451,24 @@ async fn forward(
         let _ = w.shutdown().await;
     };
     let down = async {
-        let mut buf = vec![0u8; READ_BUFFER];
+        // One buffer for the whole connection: [room for the WebSocket header][SPDY data
+        // frame header][what one read of the pod returned].
+        let at = ROOM + spdy::HEADER;
+        let mut buf = vec![0u8; at + READ_BUFFER];
         loop {
-            match r.read(&mut buf).await {
+            let n = match r.read(&mut buf[at..]).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if out.send(spdy::data(data, 0, &buf[..n])).await.is_err() {
-                        return;
-                    }
-                }
+                Ok(n) => n,
+            };
+            let mut header = [0u8; spdy::HEADER];
+            spdy::put_data_header(&mut header, data, 0, n);
+            buf[ROOM..at].copy_from_slice(&header);
+            if out.write(&mut buf[..at + n]).await.is_err() {
+                return;
             }
         }
-        let _ = out.send(spdy::data(data, spdy::FLAG_FIN, &[])).await;
-        let _ = out.send(spdy::data(error, spdy::FLAG_FIN, &[])).await;
+        let _ = out.send(&spdy::data(data, spdy::FLAG_FIN, &[])).await;
+        let _ = out.send(&spdy::data(error, spdy::FLAG_FIN, &[])).await;
     };
     tokio::join!(up, down);
 }

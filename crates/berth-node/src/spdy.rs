@@ -112,6 +112,17 @@ pub fn control(kind: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// The size of a frame header.
+pub const HEADER: usize = 8;
+
+/// Writes a data frame's header for `len` bytes of `stream` into `header`.
+pub fn put_data_header(header: &mut [u8; HEADER], stream: u32, flags: u8, len: usize) {
+    let len = len.min(MAX_FRAME) as u32;
+    header[..4].copy_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    header[4] = flags;
+    header[5..].copy_from_slice(&len.to_be_bytes()[1..]);
+}
+
 /// A data frame (`data` at most 16 MiB).
 pub fn data(stream: u32, flags: u8, data: &[u8]) -> Vec<u8> {
     let data = &data[..data.len().min(MAX_FRAME)];
@@ -301,6 +312,9 @@ mod tests {
         r.extend(&bytes[..5]);
         assert_eq!(r.next_frame().unwrap(), None);
         r.extend(&bytes[5..]);
+        let mut header = [0u8; HEADER];
+        put_data_header(&mut header, 3, FLAG_FIN, 5);
+        assert_eq!(header[..], data(3, FLAG_FIN, b"hello")[..HEADER]);
         assert_eq!(
             r.next_frame().unwrap(),
             Some(Frame::Control {

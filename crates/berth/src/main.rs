@@ -312,6 +312,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
                     false,
                 ))
             },
+            Some(in_process_endpoint(api.local_nodes.clone())),
         )?,
     ];
 
@@ -397,6 +398,18 @@ fn import_dropped_images(images: &berth_images::ImageStore) {
     }
 }
 
+/// Makes the API server reach this process's node endpoint in memory (no TLS hop between
+/// the two halves of one `berth server`).
+fn in_process_endpoint(nodes: berth_apiserver::proxy::LocalNodes) -> berth_node::InProcessEndpoint {
+    berth_node::InProcessEndpoint(Arc::new(move |endpoint| {
+        let name = endpoint.node_name.clone();
+        nodes.register(
+            &name,
+            Arc::new(move |req| Box::pin(endpoint.clone().serve_in_process(req))),
+        );
+    }))
+}
+
 /// Starts this machine's node agent as a task that ends when `stop` turns true.
 fn node_agent(
     args: &NodeArgs,
@@ -404,6 +417,7 @@ fn node_agent(
     client: kube::Client,
     stop: tokio::sync::watch::Receiver<bool>,
     kubelet_tls: impl FnOnce(&str) -> anyhow::Result<(berth_node::server::KubeletTls, bool)>,
+    in_process: Option<berth_node::InProcessEndpoint>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let node_name = match &args.node_name {
         Some(n) => n.clone(),
@@ -420,6 +434,7 @@ fn node_agent(
         config.kubelet_tls = Some(tls);
         config.kubelet_self_signed = self_signed;
     }
+    config.in_process = in_process;
     Ok(tokio::spawn(async move {
         // Dropped-in images are there before the first pod looks for them; the import runs
         // off the async workers (the API is already serving).
@@ -471,15 +486,22 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     )
     .unzip();
     let dns = cluster_dns(&args.node, client.clone(), stop_rx.clone());
-    let part = node_agent(&args.node, &args.data_dir, client, stop_rx, |name| {
-        kubelet_certs::for_agent(
-            args.kubelet_cert.as_deref(),
-            args.kubelet_key.as_deref(),
-            &args.certificate_authority,
-            &args.data_dir,
-            name,
-        )
-    })?;
+    let part = node_agent(
+        &args.node,
+        &args.data_dir,
+        client,
+        stop_rx,
+        |name| {
+            kubelet_certs::for_agent(
+                args.kubelet_cert.as_deref(),
+                args.kubelet_key.as_deref(),
+                &args.certificate_authority,
+                &args.data_dir,
+                name,
+            )
+        },
+        None,
+    )?;
     println!("berth agent running; its node reports to {}", args.server);
     wait_for_signal().await;
     tracing::info!("shutting down");

@@ -20,7 +20,7 @@ spec:
   containers:
   - name: web
     image: busybox:latest
-    command: ["sh", "-c", "mkdir -p /www /www2; echo hello > /www/index.html; echo nine > /www2/index.html; head -c 1048576 /dev/urandom > /www/big; httpd -p 9090 -h /www2; exec httpd -f -p 8080 -h /www"]
+    command: ["sh", "-c", "mkdir -p /www /www2; echo hello > /www/index.html; echo nine > /www2/index.html; head -c 1048576 /dev/urandom > /www/big; httpd -p 9090 -h /www2; nc -ll -p 7070 -e cat & exec httpd -f -p 8080 -h /www"]
 "#;
 
 /// Starts `kubectl port-forward` and reads the local ports it chose, in order.
@@ -95,7 +95,7 @@ fn port_forward_and_cp() {
     let pod_ip = c.kubectl(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);
 
     // Two ports at once, over kubectl's default (SPDY in a WebSocket).
-    let (mut pf, ports) = port_forward(&pc, &["pod/web", "0:8080", "0:9090"], true);
+    let (mut pf, ports) = port_forward(&pc, &["pod/web", "0:8080", "0:9090", "0:7070"], true);
     c.eventually(
         "the forwarded port answers",
         Duration::from_secs(10),
@@ -125,6 +125,24 @@ fn port_forward_and_cp() {
     direct.read_to_end(&mut want).expect("direct");
     assert_eq!(body(&through).len(), 1048576);
     assert_eq!(body(&through), body(&want));
+
+    // What the client sends reaches the pod intact: 4 MiB echoed back by `cat` in the pod.
+    let sent: Vec<u8> = (0..4 << 20)
+        .map(|i: u32| (i.wrapping_mul(7) % 251) as u8)
+        .collect();
+    let mut echo = TcpStream::connect(("127.0.0.1", ports[2])).expect("connect");
+    echo.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut w = echo.try_clone().expect("clone");
+    let data = sent.clone();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&data).expect("send");
+        w.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    });
+    let mut back = Vec::new();
+    echo.read_to_end(&mut back).expect("echo");
+    writer.join().expect("writer");
+    assert_eq!(back.len(), sent.len());
+    assert!(back == sent, "the echoed bytes differ");
     pf.kill().expect("kill kubectl");
     let _ = pf.wait();
 
@@ -140,6 +158,31 @@ fn port_forward_and_cp() {
     // Errors.
     let e = c.kubectl_fails(&["port-forward", "pod/missing", "0:8080"], None);
     assert!(e.contains("pods \"missing\" not found"), "{e}");
+
+    // The node runs in the server's process and is reached in memory, but only after the
+    // API server has authenticated the caller: no credentials, or an unknown token, get 401.
+    let url = format!(
+        "https://127.0.0.1:{}/api/v1/namespaces/default/pods/web/portforward",
+        c.port
+    );
+    let ca = c.dir.path().join("pki/ca.crt");
+    let status = |extra: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .args(["--max-time", "10", "--cacert"])
+            .arg(&ca)
+            .args(["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"])
+            .args(["-H", "Sec-WebSocket-Version: 13"])
+            .args(["-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="])
+            .args(["-H", "Sec-WebSocket-Protocol: SPDY/3.1+portforward.k8s.io"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(status(&[]), "401");
+    assert_eq!(status(&["-H", "Authorization: Bearer not-a-token"]), "401");
 
     // kubectl cp both ways: 50 MiB, byte-identical.
     let dir = tempfile::tempdir().expect("tempdir");
