@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// The port-forward protocol.
 pub const PROTOCOL: &str = "portforward.k8s.io";
@@ -290,7 +290,10 @@ async fn session(
     let mut pairs: HashMap<String, Pair> = HashMap::new();
     // Where a client's data frames go, by stream id (dropped at the client's FIN).
     let mut to_pod: HashMap<u32, mpsc::Sender<Bytes>> = HashMap::new();
-    let mut forwarders: HashMap<u32, tokio::task::JoinHandle<()>> = HashMap::new();
+    // Each forwarded connection's reset signal, by data stream id. A forwarder is told to stop,
+    // never aborted: an abort in the middle of a write would leave half a frame on the
+    // connection (and the error stream unclosed, which kubectl waits for).
+    let mut forwarders: HashMap<u32, watch::Sender<bool>> = HashMap::new();
     'session: while let Some(chunk) = incoming.next().await {
         frames.extend(&chunk);
         loop {
@@ -355,25 +358,26 @@ async fn session(
                                 continue;
                             };
                             if let (Some((data, rx)), Some(error)) = (p.data, p.error) {
-                                let task = tokio::spawn(forward(
+                                let (reset, on_reset) = watch::channel(false);
+                                tokio::spawn(forward(
                                     address,
                                     p.port,
-                                    data,
-                                    error,
+                                    (data, error),
                                     rx,
+                                    on_reset,
                                     out.clone(),
                                     pod.clone(),
                                 ));
-                                forwarders.retain(|_, t| !t.is_finished());
-                                forwarders.insert(data, task);
+                                forwarders.retain(|_, r| !r.is_closed());
+                                forwarders.insert(data, reset);
                             }
                         }
                     }
                     spdy::RST_STREAM => {
                         if let Some(id) = spdy::stream_id(&payload) {
                             to_pod.remove(&id);
-                            if let Some(t) = forwarders.remove(&id) {
-                                t.abort();
+                            if let Some(reset) = forwarders.remove(&id) {
+                                let _ = reset.send(true);
                             }
                         }
                     }
@@ -391,18 +395,17 @@ async fn session(
             }
         }
     }
-    for (_, t) in forwarders {
-        t.abort();
-    }
+    // Dropping the reset signals stops the forwarders that are left.
+    drop(forwarders);
 }
 
 /// Forwards one connection: connects to the port and copies both ways.
 async fn forward(
     address: IpAddr,
     port: Option<u16>,
-    data: u32,
-    error: u32,
+    (data, error): (u32, u32),
     mut from_client: mpsc::Receiver<Bytes>,
+    on_reset: watch::Receiver<bool>,
     out: Arc<Out>,
     pod: String,
 ) {
@@ -441,8 +444,15 @@ async fn forward(
     };
     let _ = tcp.set_nodelay(true);
     let (mut r, mut w) = tcp.into_split();
+    // The client reset the data stream (or went away): both directions stop between writes.
+    let (mut reset_up, mut reset_down) = (on_reset.clone(), on_reset);
     let up = async move {
-        while let Some(b) = from_client.recv().await {
+        loop {
+            let b = tokio::select! {
+                b = from_client.recv() => b,
+                _ = reset_up.changed() => return,
+            };
+            let Some(b) = b else { break };
             if w.write_all(&b).await.is_err() {
                 return;
             }
@@ -456,9 +466,16 @@ async fn forward(
         let at = ROOM + spdy::HEADER;
         let mut buf = vec![0u8; at + READ_BUFFER];
         loop {
-            let n = match r.read(&mut buf[at..]).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+            let n = tokio::select! {
+                n = r.read(&mut buf[at..]) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                },
+                _ = reset_down.changed() => {
+                    // The data stream is gone; the error stream still ends, as kubectl waits.
+                    let _ = out.send(&spdy::data(error, spdy::FLAG_FIN, &[])).await;
+                    return;
+                }
             };
             let mut header = [0u8; spdy::HEADER];
             spdy::put_data_header(&mut header, data, 0, n);

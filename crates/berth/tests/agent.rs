@@ -174,6 +174,10 @@ fn an_agent_joins_with_a_token_and_runs_pods() {
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&page.stdout).trim(), "on-worker");
+    // The API server reaches a node in another process over the node's HTTPS endpoint (its
+    // own node in memory): exec through it works.
+    let exec = c.kubectl(&["exec", "on-worker", "--", "cat", "/etc/hostname"]);
+    assert_eq!(exec.trim(), "on-worker");
 
     c.kubectl(&["delete", "pod", "on-worker", "--wait=true", "--timeout=30s"]);
     // The agent removed what it made for the pod.
