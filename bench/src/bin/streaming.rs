@@ -421,15 +421,30 @@ spec:
     println!("{}", b.render());
     println!(
         "port-forward downloads: {forwarded_secs:.2} s in all; CPU meanwhile: kubectl \
-         port-forward {:.2} s, berth server (API server + node) {:.2} s (2 cores).\n",
+         port-forward {:.2} s, berth server (API server + node) {:.2} s (2 cores).",
         kubectl_cpu.as_secs_f64(),
         server_cpu.as_secs_f64()
+    );
+    // Each process's own ceiling: the rate it could carry with a core to itself.
+    let forwarded_mb = (want * forwarded.len()) as f64 / 1e6;
+    let ceiling = |cpu: Duration| {
+        let ms_per_mb = cpu.as_secs_f64() * 1e3 / forwarded_mb;
+        format!(
+            "{ms_per_mb:.2} ms of CPU per MB → at most {:.0} MB/s",
+            1e3 / ms_per_mb
+        )
+    };
+    println!(
+        "per MB forwarded: kubectl {}; berth {} (a core each; direct was {dir:.0} MB/s).\n",
+        ceiling(kubectl_cpu),
+        ceiling(server_cpu)
     );
     println!(
         "{} exec round trips each, interleaved; {} downloads each (median), HTTP/1.0 from busybox \
          httpd; port-forward is kubectl's default (SPDY tunnelled in a WebSocket) through the \
-         API server to the node's endpoint. Raw execs: a hand-written WebSocket client on a \
-         fresh TLS connection per exec. load average after: {}",
+         API server to the node's endpoint (in memory: the node runs in the server's \
+         process). Raw execs: a hand-written WebSocket client on a fresh TLS connection per \
+         exec. load average after: {}",
         args.execs,
         args.downloads,
         berth_bench::loadavg()
