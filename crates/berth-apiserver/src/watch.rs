@@ -16,7 +16,7 @@ use berth_api::registry::ResourceInfo;
 use berth_store::{Event, Revision, WatchStream};
 use bytes::{Bytes, BytesMut};
 use cache::{Shared, Subscription};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use http::{header, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -334,10 +334,24 @@ impl Source {
                     }
                 }
                 Source::Store(stream) => {
-                    return stream
-                        .next()
-                        .await
-                        .map(|e| e.map(Item::Store).map_err(ApiError::from))
+                    let event = match stream.next().now_or_never() {
+                        Some(event) => event,
+                        None => {
+                            // Caught up with the store: back to the shared feed once it
+                            // holds every event after `last` (decoding once for everyone).
+                            if let Ok(Some(Subscription { backlog, live })) =
+                                objects.feeds.subscribe(&objects.store, r, last).await
+                            {
+                                *self = Source::Feed {
+                                    backlog: backlog.into(),
+                                    live,
+                                };
+                                continue;
+                            }
+                            stream.next().await
+                        }
+                    };
+                    return event.map(|e| e.map(Item::Store).map_err(ApiError::from));
                 }
             }
         }
@@ -435,5 +449,82 @@ fn translate(
             let old = decode(r, &prev.value, *revision)?;
             Ok(filter.matches(&old).then_some(("DELETED", old)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service_ips::ServiceCidr;
+    use berth_store::{MemoryStore, Store};
+
+    #[tokio::test]
+    async fn a_watch_behind_the_feed_rejoins_it_once_caught_up() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let cidr = ServiceCidr::parse("10.43.0.0/16").expect("service CIDR");
+        let objects = Objects::new(store.clone(), cidr);
+        let r = berth_api::registry::find("", "v1", "configmaps").expect("configmaps");
+        let prefix = crate::objects::prefix(r, None);
+        let first = format!("{prefix}default/first");
+        let start = store
+            .create(&first, b"{\"metadata\":{\"name\":\"first\"}}".to_vec())
+            .await
+            .expect("create")
+            .mod_revision;
+        // A feed starts at `start`, then moves on past what it keeps in memory.
+        let Ok(Some(mut feed)) = objects.feeds.subscribe(&store, r, start).await else {
+            panic!("a feed serves the current revision");
+        };
+        let mut last = start;
+        for i in 0..600 {
+            let key = format!("{prefix}default/cm-{i}");
+            let value = serde_json::to_vec(&json!({"metadata": {"name": format!("cm-{i}")}}))
+                .expect("json");
+            last = store
+                .create(&key, value)
+                .await
+                .expect("create")
+                .mod_revision;
+        }
+        while feed.live.recv().await.is_some_and(|e| e.revision < last) {}
+        let mut source = Source::start(&objects, r, &prefix, start)
+            .await
+            .expect("watch");
+        assert!(
+            matches!(source, Source::Store(_)),
+            "a watch older than the feed's memory reads the store"
+        );
+        let mut seen = start;
+        while seen < last {
+            let next = tokio::time::timeout(
+                Duration::from_secs(5),
+                source.next(&objects, r, &prefix, seen),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("an event in time after {seen} (last {last})"));
+            seen = next.expect("event").expect("no error").revision();
+        }
+        // Caught up: the next event comes from the feed.
+        let writer = store.clone();
+        let key = format!("{prefix}default/late");
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            writer
+                .create(&key, b"{\"metadata\":{\"name\":\"late\"}}".to_vec())
+                .await
+                .expect("create")
+                .mod_revision
+        });
+        let next = tokio::time::timeout(
+            Duration::from_secs(5),
+            source.next(&objects, r, &prefix, seen),
+        )
+        .await
+        .expect("an event in time")
+        .expect("event")
+        .expect("no error");
+        assert_eq!(Some(next.revision()), late.await.ok());
+        assert!(matches!(next, Item::Shared(_)), "served from the feed");
+        assert!(matches!(source, Source::Feed { .. }));
     }
 }

@@ -4,17 +4,19 @@
 use crate::pods::{blocking, err, PodError, PodRuntime};
 use berth_net::Sandbox;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
+use kube::runtime::reflector::Store;
+use kube::ResourceExt;
 use std::path::Path;
 use std::time::Duration;
 
 impl PodRuntime {
     /// Removes containers, sandboxes and pod directories of pods the API no longer has on
-    /// this node (e.g. finished pods deleted at once, or pods deleted while the agent was down).
-    pub(crate) async fn cleanup_orphans(&self) -> Result<(), PodError> {
-        // What exists on the node is read before the API is asked: anything of a pod the API
-        // does not have afterwards belongs to a deleted pod (a new pod is in the API before
-        // the node makes anything for it).
+    /// this node (e.g. finished pods deleted at once, or pods deleted while the agent was
+    /// down), as the node's watch of its pods (`pods`, which must be ready) shows them.
+    pub(crate) async fn cleanup_orphans(&self, pods: &Store<Pod>) -> Result<(), PodError> {
+        // What exists on the node is read before the pods are: anything of a pod the watch
+        // does not have afterwards belongs to a deleted pod (the node makes nothing for a pod
+        // before the watch has brought it).
         let containers = self.containers.clone();
         let network = self.network.clone();
         let pods_dir = self.pods_dir.clone();
@@ -34,17 +36,8 @@ impl PodRuntime {
         })
         .await
         .map_err(|e| err("clean up", "*", e))?;
-        let pods: Api<Pod> = Api::all(self.client.clone());
-        let lp =
-            kube::api::ListParams::default().fields(&format!("spec.nodeName={}", self.node_name));
-        let live: std::collections::HashSet<String> = pods
-            .list(&lp)
-            .await
-            .map_err(|e| err("list pods", "*", e))?
-            .items
-            .into_iter()
-            .filter_map(|p| p.metadata.uid)
-            .collect();
+        let live: std::collections::HashSet<String> =
+            pods.state().iter().filter_map(|p| p.uid()).collect();
         self.sources.forget_pods(|uid| live.contains(uid));
         let containers = self.containers.clone();
         let network = self.network.clone();

@@ -984,19 +984,23 @@ pub async fn run(
         let rt = runtime.clone();
         tokio::spawn(async move { rt.sources.watch(rt.client.clone()).await })
     };
+    let controller = Controller::new(pods, watcher::Config::default().fields(&selector));
     let janitor = {
-        let rt = runtime.clone();
+        let (rt, pods) = (runtime.clone(), controller.store());
         tokio::spawn(async move {
+            // An empty store before the first list would make every pod look deleted.
+            if pods.wait_until_ready().await.is_err() {
+                return;
+            }
             let mut tick = tokio::time::interval(ORPHAN_SCAN_INTERVAL);
             loop {
                 tick.tick().await;
-                if let Err(e) = rt.cleanup_orphans().await {
+                if let Err(e) = rt.cleanup_orphans(&pods).await {
                     tracing::warn!("{e}");
                 }
             }
         })
     };
-    let controller = Controller::new(pods, watcher::Config::default().fields(&selector));
     // A ConfigMap or Secret that changed syncs the pods whose volumes read it, which
     // refresh those volumes.
     let source_changes = {

@@ -6,7 +6,8 @@
 //! so a watch starting at a recent revision (a list's `resourceVersion`) replays the gap
 //! from memory and then follows the live events with no gap and no duplicate. A watch
 //! starting below the floor, or a watcher that falls [`QUEUE`] events behind, is not served
-//! here: the caller watches the store itself, with its history replay and `410 Gone`.
+//! here: the caller watches the store itself, with its history replay and `410 Gone`, until
+//! it has caught up and the feed holds every event after its last one again.
 
 use crate::objects::decode;
 use crate::status::ApiError;
