@@ -1,6 +1,7 @@
-//! Keeping the resident size near what is in use: few malloc arenas (glibc makes one per
-//! thread otherwise), and freed heap returned to the kernel after one-off large allocations
-//! (building the OpenAPI documents) and periodically after bursts of load.
+//! Keeping the C allocator's resident size near what is in use (Rust's allocations go to the
+//! binary's global allocator; glibc's malloc serves C code such as SQLite): few malloc arenas
+//! (glibc makes one per thread otherwise), and freed heap returned to the kernel after one-off
+//! large allocations and periodically after bursts of load.
 
 /// Asks the C allocator to give free heap pages back to the kernel.
 #[allow(unsafe_code)]
