@@ -4,6 +4,7 @@
 use crate::pods::{blocking, err, PodError, PodRuntime};
 use berth_net::Sandbox;
 use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
 use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 use std::path::Path;
@@ -12,11 +13,11 @@ use std::time::Duration;
 impl PodRuntime {
     /// Removes containers, sandboxes and pod directories of pods the API no longer has on
     /// this node (e.g. finished pods deleted at once, or pods deleted while the agent was
-    /// down), as the node's watch of its pods (`pods`, which must be ready) shows them.
+    /// down). `pods` is the node's watch of its pods.
     pub(crate) async fn cleanup_orphans(&self, pods: &Store<Pod>) -> Result<(), PodError> {
-        // What exists on the node is read before the pods are: anything of a pod the watch
-        // does not have afterwards belongs to a deleted pod (the node makes nothing for a pod
-        // before the watch has brought it).
+        // What exists on the node is read before the API is asked: anything of a pod the API
+        // does not have afterwards belongs to a deleted pod (a new pod is in the API before
+        // the node makes anything for it).
         let containers = self.containers.clone();
         let network = self.network.clone();
         let pods_dir = self.pods_dir.clone();
@@ -36,8 +37,31 @@ impl PodRuntime {
         })
         .await
         .map_err(|e| err("clean up", "*", e))?;
-        let live: std::collections::HashSet<String> =
+        // The watch is only a hint (it may lag, or not have listed yet): while everything on
+        // the node belongs to a pod it has, there is nothing to clean and the API is not asked.
+        let watched: std::collections::HashSet<String> =
             pods.state().iter().filter_map(|p| p.uid()).collect();
+        let uid_of = |id: &str| id.get(..36).unwrap_or_default().to_string();
+        if ids
+            .iter()
+            .map(|id| uid_of(id))
+            .chain(sandboxes.iter().cloned())
+            .chain(dirs.iter().cloned())
+            .all(|uid| watched.contains(&uid))
+        {
+            return Ok(());
+        }
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let lp =
+            kube::api::ListParams::default().fields(&format!("spec.nodeName={}", self.node_name));
+        let live: std::collections::HashSet<String> = api
+            .list(&lp)
+            .await
+            .map_err(|e| err("list pods", "*", e))?
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.uid)
+            .collect();
         self.sources.forget_pods(|uid| live.contains(uid));
         let containers = self.containers.clone();
         let network = self.network.clone();

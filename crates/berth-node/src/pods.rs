@@ -988,10 +988,6 @@ pub async fn run(
     let janitor = {
         let (rt, pods) = (runtime.clone(), controller.store());
         tokio::spawn(async move {
-            // An empty store before the first list would make every pod look deleted.
-            if pods.wait_until_ready().await.is_err() {
-                return;
-            }
             let mut tick = tokio::time::interval(ORPHAN_SCAN_INTERVAL);
             loop {
                 tick.tick().await;
