@@ -191,8 +191,18 @@ fn run_async(
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
+    // Starting runs code all over the binary (schema tables, TLS, every part's set-up) that
+    // idling never touches again: once the parts are up, its pages go back as the shim's do
+    // (they stay in the page cache; what is used later faults back in).
+    runtime.spawn(async {
+        tokio::time::sleep(STARTUP_PAGES_AFTER).await;
+        let _ = tokio::task::spawn_blocking(berth_runtime::pages::release_startup_pages).await;
+    });
     runtime.block_on(main)
 }
+
+/// When the binary's start-up pages are given back, counted from the runtime's start.
+const STARTUP_PAGES_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Rust's allocations go to mimalloc: the API server's per-request JSON work is
 /// allocation-bound, and glibc's malloc took a quarter of its CPU under load. Built without
