@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(paths) = &args.child_import {
         return child_import(&paths[0], &paths[1]);
     }
-    if !is_root() {
+    if !berth_bench::is_root() {
         bail!("the pods benchmark runs containers: run it as root");
     }
     let tmp = tempfile::tempdir().context("failed to make a temp dir")?;
@@ -165,12 +165,6 @@ fn main() -> anyhow::Result<()> {
     );
     println!("\nafter the runs: load average {}", berth_bench::loadavg());
     Ok(())
-}
-
-#[allow(unsafe_code)]
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Runs `cmd` under `/usr/bin/time -f %M`, returning its wall time and peak RSS in KiB.

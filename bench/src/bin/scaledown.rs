@@ -141,7 +141,7 @@ struct Throughput {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !berth_bench_is_root() {
+    if !berth_bench::is_root() {
         bail!("the scale-down benchmark runs pods and programs nftables: run it as root");
     }
     berth_bench::install_crypto();
@@ -168,19 +168,6 @@ fn main() -> anyhow::Result<()> {
     }
     print_results(&args, &results);
     Ok(())
-}
-
-/// Whether this process runs as root (effective uid 0, from `/proc/self/status`).
-fn berth_bench_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("Uid:")
-                    .map(|r| r.split_whitespace().nth(1) == Some("0"))
-            })
-        })
-        .unwrap_or(false)
 }
 
 fn print_results(args: &Args, results: &[ModeResult]) {
@@ -366,7 +353,7 @@ async fn measure(
     upstream: SocketAddr,
     throughput: bool,
 ) -> anyhow::Result<ModeResult> {
-    wait_node_ready(client).await?;
+    berth_bench::wait_node_ready(client, NODE).await?;
     let node_ip = node_address(client).await?;
 
     // The slow upstream, on the gateway once the first pod's network has put it on the bridge.
@@ -632,27 +619,6 @@ async fn wait_scaled(client: &kube::Client, n: usize, timeout: Duration) -> anyh
             bail!(
                 "not scaled to {n} within {timeout:?}: {p} pods, {ready} ready of {all} endpoints"
             );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_node_ready(client: &kube::Client) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = nodes.get_opt(NODE).await?.is_some_and(|n| {
-            n.status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        });
-        if ready {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the node did not become Ready");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -22,7 +22,7 @@ use berth_bench::{BerthServer, Table};
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -69,7 +69,7 @@ impl Drop for NetworkGuard {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !is_root() {
+    if !berth_bench::is_root() {
         bail!("the scaleup benchmark runs containers: run it as root");
     }
     berth_bench::install_crypto();
@@ -172,7 +172,7 @@ async fn scale_bench(args: &Args, dir: &Path, busybox_tar: &Path) -> anyhow::Res
     server.wait_ready_line(Duration::from_secs(30))?;
     let kubeconfig = server.kubeconfig();
     let client = berth_bench::kube_client(&kubeconfig).await?;
-    wait_node_ready(&client).await?;
+    berth_bench::wait_node_ready(&client, NODE).await?;
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let deployment: Deployment = serde_json::from_value(json!({
@@ -374,27 +374,6 @@ async fn scale_once(
     })
 }
 
-async fn wait_node_ready(client: &kube::Client) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = nodes.get_opt(NODE).await?.is_some_and(|n| {
-            n.status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        });
-        if ready {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the node did not become Ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Runs the real kubectl against the bench's server.
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("kubectl")
@@ -471,12 +450,6 @@ fn bare_starts(args: &Args, dir: &Path, n: usize) -> anyhow::Result<Duration> {
     }
     result?;
     Ok(elapsed)
-}
-
-#[allow(unsafe_code)]
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {

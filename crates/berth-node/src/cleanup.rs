@@ -41,7 +41,6 @@ impl PodRuntime {
         // the node belongs to a pod it has, there is nothing to clean and the API is not asked.
         let watched: std::collections::HashSet<String> =
             pods.state().iter().filter_map(|p| p.uid()).collect();
-        let uid_of = |id: &str| id.get(..36).unwrap_or_default().to_string();
         if ids
             .iter()
             .map(|id| uid_of(id))
@@ -68,8 +67,6 @@ impl PodRuntime {
         let pods_dir = self.pods_dir.clone();
         let logs_dir = self.logs_dir.clone();
         blocking(move || {
-            // Container ids are `<pod-uid>-<container>-<attempt>`; a uid is 36 characters.
-            let uid_of = |id: &str| id.get(..36).unwrap_or_default().to_string();
             let mut orphans: std::collections::HashSet<String> = std::collections::HashSet::new();
             for id in ids.iter().filter(|id| !live.contains(&uid_of(id))) {
                 let _ = containers.stop(id, libc::SIGKILL, Duration::from_secs(1));
@@ -102,6 +99,11 @@ impl PodRuntime {
         .await
         .map_err(|e| err("clean up", "*", e))
     }
+}
+
+/// The pod uid of a container id (`<pod-uid>-<container>-<attempt>`; a uid is 36 characters).
+fn uid_of(id: &str) -> String {
+    id.get(..36).unwrap_or_default().to_string()
 }
 
 /// Removes a deleted pod's log directory (`<ns>_<name>_<uid>`).
